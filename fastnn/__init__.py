@@ -1,0 +1,34 @@
+"""fastnn: train dense neural networks fast on a CPU with hand-written Numba kernels.
+
+>>> import fastnn as fnn
+>>> model = fnn.Sequential(fnn.Linear(784, 256, init="he_normal"), fnn.ReLU(),
+...                        fnn.Linear(256, 10), seed=0)
+>>> model.compile(optimizer=fnn.SGD(lr=0.1, momentum=0.9), loss="cross_entropy",
+...               metrics=["accuracy"])
+>>> history = model.fit(x, y, epochs=5, batch_size=128)
+"""
+from .backends import available_backends, get_backend, set_backend, use_backend
+from .data import batches
+from .datasets import DatasetNotFoundError, load_mnist
+from .init import INITIALIZERS, manual_seed
+from .kernels.activations import ACTIVATIONS
+from .layers import (ELU, GELU, Activation, Dense, Gaussian, Identity, LeakyReLU, Linear,
+                     PiecewiseLinear, ReLU, Sigmoid, Softmax, Softplus, Step, Tanh)
+from .losses import LOSSES, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
+from .model import Sequential
+from .module import Module, Parameter
+from .optim import OPTIMIZERS, SGD, Optimizer
+from .training import History, TrainingDivergedError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS", "INITIALIZERS", "LOSSES", "OPTIMIZERS",
+    "Activation", "BCEWithLogitsLoss", "CrossEntropyLoss", "DatasetNotFoundError", "Dense",
+    "ELU", "GELU",
+    "Gaussian", "History", "Identity", "LeakyReLU", "Linear", "Loss", "MSELoss", "Module",
+    "Optimizer", "Parameter", "PiecewiseLinear", "ReLU", "SGD", "Sequential", "Sigmoid",
+    "Softmax", "Softplus", "Step", "Tanh", "TrainingDivergedError",
+    "available_backends", "batches", "get_backend", "load_mnist", "manual_seed",
+    "set_backend", "use_backend",
+]

@@ -1,0 +1,256 @@
+"""Every backend operation written plainly in NumPy.
+
+This module is the reference the tests compare the kernels against and the NumPy/BLAS
+baseline the benchmarks race.  Each function has exactly the name and signature of its
+Numba kernel (see ``fastnn.kernels``): it writes into ``out`` and returns it (losses return
+the mean loss and write the gradient).  Clarity beats speed here, but nothing is
+gratuitously slow: matrix products go to BLAS and everything else is vectorised.
+"""
+import math
+
+import numpy as np
+
+# NumPy has no erf; math.erf is exact to double precision, which a reference needs.
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def _cast(value, like):
+    return like.dtype.type(value)
+
+
+# --------------------------------------------------------------------------- matmul
+def matmul(a, b, out, accumulate=False):
+    """``out (+)= a @ b``."""
+    if accumulate:
+        out += a @ b
+    else:
+        np.matmul(a, b, out=out)
+    return out
+
+
+def matmul_nt(a, b, out, accumulate=False):
+    """``out (+)= a @ b.T``."""
+    if accumulate:
+        out += a @ b.T
+    else:
+        np.matmul(a, b.T, out=out)
+    return out
+
+
+def matmul_tn(a, b, out, accumulate=False):
+    """``out (+)= a.T @ b``."""
+    if accumulate:
+        out += a.T @ b
+    else:
+        np.matmul(a.T, b, out=out)
+    return out
+
+
+# --------------------------------------------------------------------------- bias
+def bias_add(x, bias, out):
+    """``out = x + bias`` (bias broadcast over rows)."""
+    np.add(x, bias, out=out)
+    return out
+
+
+def bias_grad(dy, out, accumulate=False):
+    """``out (+)= dy.sum(axis=0)``."""
+    if accumulate:
+        out += dy.sum(axis=0)
+    else:
+        np.sum(dy, axis=0, out=out)
+    return out
+
+
+# --------------------------------------------------------------------------- activations
+def identity_forward(x, out):
+    out[...] = x
+    return out
+
+
+def identity_backward(dy, x, y, out):
+    out[...] = dy
+    return out
+
+
+def sigmoid_forward(x, out, beta):
+    z = _cast(beta, x) * x
+    e = np.exp(-np.abs(z))
+    out[...] = np.where(z >= 0, 1, e) / (1 + e)
+    return out
+
+
+def sigmoid_backward(dy, x, y, out, beta):
+    out[...] = dy * _cast(beta, y) * y * (1 - y)
+    return out
+
+
+def tanh_forward(x, out):
+    np.tanh(x, out=out)
+    return out
+
+
+def tanh_backward(dy, x, y, out):
+    out[...] = dy * (1 - y * y)
+    return out
+
+
+def relu_forward(x, out):
+    np.maximum(x, 0, out=out)
+    return out
+
+
+def relu_backward(dy, x, y, out):
+    out[...] = np.where(x > 0, dy, 0)
+    return out
+
+
+def leaky_relu_forward(x, out, alpha):
+    out[...] = np.where(x > 0, x, _cast(alpha, x) * x)
+    return out
+
+
+def leaky_relu_backward(dy, x, y, out, alpha):
+    out[...] = np.where(x > 0, dy, _cast(alpha, x) * dy)
+    return out
+
+
+def elu_forward(x, out, alpha):
+    out[...] = np.where(x > 0, x, _cast(alpha, x) * np.expm1(np.minimum(x, 0)))
+    return out
+
+
+def elu_backward(dy, x, y, out, alpha):
+    out[...] = np.where(x > 0, dy, dy * (y + _cast(alpha, x)))
+    return out
+
+
+def softplus_forward(x, out):
+    out[...] = np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+    return out
+
+
+def softplus_backward(dy, x, y, out):
+    e = np.exp(-np.abs(x))
+    out[...] = dy * np.where(x >= 0, 1, e) / (1 + e)
+    return out
+
+
+def gelu_forward(x, out):
+    out[...] = 0.5 * x * (1 + _erf(x / math.sqrt(2)))
+    return out
+
+
+def gelu_backward(dy, x, y, out):
+    cdf = 0.5 * (1 + _erf(x / math.sqrt(2)))
+    pdf = np.exp(-0.5 * x.astype(np.float64) ** 2) / math.sqrt(2 * math.pi)
+    out[...] = dy * (cdf + x * pdf)
+    return out
+
+
+def piecewise_linear_forward(x, out, x_min, x_max):
+    out[...] = np.clip((x - _cast(x_min, x)) / _cast(x_max - x_min, x), 0, 1)
+    return out
+
+
+def piecewise_linear_backward(dy, x, y, out, x_min, x_max):
+    inside = (x > _cast(x_min, x)) & (x < _cast(x_max, x))
+    out[...] = np.where(inside, dy / _cast(x_max - x_min, x), 0)
+    return out
+
+
+def gaussian_forward(x, out):
+    np.exp(-(x * x), out=out)
+    return out
+
+
+def gaussian_backward(dy, x, y, out):
+    out[...] = -2 * dy * x * y
+    return out
+
+
+def step_forward(x, out):
+    out[...] = x >= 0
+    return out
+
+
+def step_backward(dy, x, y, out):
+    out[...] = 0
+    return out
+
+
+def softmax_forward(x, out):
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    np.divide(e, e.sum(axis=1, keepdims=True), out=out)
+    return out
+
+
+def softmax_backward(dy, x, y, out):
+    out[...] = y * (dy - (dy * y).sum(axis=1, keepdims=True))
+    return out
+
+
+# --------------------------------------------------------------------------- losses
+def _log_softmax(z):
+    shifted = z - z.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def softmax_xent(logits, labels, grad):
+    n = logits.shape[0]
+    logp = _log_softmax(logits)
+    np.exp(logp, out=grad)
+    grad[np.arange(n), labels] -= 1
+    grad /= n
+    return float(-logp[np.arange(n), labels].astype(np.float64).mean())
+
+
+def softmax_xent_soft(logits, targets, grad):
+    n = logits.shape[0]
+    logp = _log_softmax(logits)
+    grad[...] = (np.exp(logp) * targets.sum(axis=1, keepdims=True) - targets) / n
+    return float(-(targets * logp).astype(np.float64).sum() / n)
+
+
+def bce_logits(logits, targets, grad):
+    e = np.exp(-np.abs(logits))
+    p = np.where(logits >= 0, 1, e) / (1 + e)
+    grad[...] = (p - targets) / logits.size
+    loss = np.maximum(logits, 0) - logits * targets + np.log1p(e)
+    return float(loss.astype(np.float64).mean())
+
+
+def mse(pred, targets, grad):
+    diff = pred - targets
+    grad[...] = diff * (2 / pred.size)
+    return float((diff.astype(np.float64) ** 2).mean())
+
+
+# --------------------------------------------------------------------------- optimisers
+def sgd_update(param, grad, lr, weight_decay):
+    param -= _cast(lr, param) * (grad + _cast(weight_decay, param) * param)
+    return param
+
+
+def sgd_momentum_update(param, grad, velocity, lr, momentum, weight_decay, nesterov):
+    g = grad + _cast(weight_decay, param) * param
+    velocity *= _cast(momentum, param)
+    velocity += g
+    step = g + _cast(momentum, param) * velocity if nesterov else velocity
+    param -= _cast(lr, param) * step
+    return param
+
+
+def sum_of_squares(x):
+    x64 = x.astype(np.float64)
+    return float(np.dot(x64, x64))
+
+
+def scale_inplace(x, factor):
+    x *= _cast(factor, x)
+    return x
+
+
+def clip_inplace(x, limit):
+    np.clip(x, -_cast(limit, x), _cast(limit, x), out=x)
+    return x

@@ -1,0 +1,78 @@
+"""Command line: ``fastnn train`` (also ``python -m fastnn train``)."""
+import argparse
+import sys
+import time
+
+
+def _train(args):
+    import numba
+
+    import fastnn as fnn
+
+    if args.threads:
+        numba.set_num_threads(args.threads)
+    start = time.perf_counter()
+    (x_train, y_train), (x_test, y_test) = fnn.load_mnist(args.data, dtype=args.dtype)
+    if args.limit:
+        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+    print(f"MNIST: {len(x_train):,} training and {len(x_test):,} test images "
+          f"(loaded in {time.perf_counter() - start:.1f} s)")
+
+    widths = [x_train.shape[1], *args.hidden, 10]
+    layers = []
+    for fan_in, fan_out in zip(widths[:-2], widths[1:-1]):
+        layers += [fnn.Linear(fan_in, fan_out, init=args.init, bias_init=args.bias_init),
+                   fnn.Activation(args.activation)]
+    layers.append(fnn.Linear(widths[-2], widths[-1]))
+    model = fnn.Sequential(*layers, dtype=args.dtype, backend=args.backend, seed=args.seed)
+    model.compile(optimizer=fnn.SGD(lr=args.lr, momentum=args.momentum, nesterov=args.momentum > 0),
+                  loss="cross_entropy", metrics=["accuracy"])
+    print(f"model: MLP {'-'.join(map(str, widths))} ({args.activation}, {args.init}), "
+          f"{args.dtype}, backend {fnn.get_backend(args.backend).name}, "
+          f"{numba.get_num_threads()} thread(s); SGD lr={args.lr} momentum={args.momentum}, "
+          f"batch {args.batch_size}, {args.epochs} epochs")
+
+    train_start = time.perf_counter()
+    history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+                        validation_data=(x_test, y_test), seed=args.seed, verbose=args.verbose)
+    total = time.perf_counter() - train_start
+    h = history.history
+    if args.verbose == 0:
+        for e in range(args.epochs):
+            print(f"epoch {e + 1}: loss {h['loss'][e]:.4f}  train acc {h['accuracy'][e]:.4f}  "
+                  f"test acc {h['val_accuracy'][e]:.4f}  {h['samples_per_second'][e]:,.0f} samples/s")
+    accuracy = h["val_accuracy"][-1]
+    print(f"test accuracy {accuracy:.2%} (loss {h['val_loss'][-1]:.4f}); training took "
+          f"{total:.1f} s including JIT compilation, {time.perf_counter() - start:.1f} s in all")
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="fastnn", description="fastnn command line")
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train an MLP on MNIST and report accuracy",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--lr", type=float, default=0.05)
+    train.add_argument("--momentum", type=float, default=0.9)
+    train.add_argument("--hidden", type=lambda s: [int(w) for w in s.split(",") if w],
+                       default=[512, 256], help="hidden layer widths, comma separated")
+    train.add_argument("--activation", default="relu")
+    train.add_argument("--init", default="he_normal")
+    train.add_argument("--bias-init", type=float, default=0.0)
+    train.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    train.add_argument("--backend", default="numba", choices=["numba", "numpy"])
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=0, help="Numba threads (0: all cores)")
+    train.add_argument("--limit", type=int, default=0, help="use only the first N training images")
+    train.add_argument("--data", default=None, help="directory of MNIST IDX files (optional)")
+    train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        return _train(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""Keras-style ``compile``/``fit``/``evaluate``/``predict`` on top of the explicit protocol.
+
+Each training step is exactly what a user would write by hand::
+
+    outputs = model(xb); loss, grad = loss_fn(outputs, yb)
+    opt.zero_grad(); model.backward(grad); opt.step()
+
+Inputs are validated once per call (not per batch), so the loop adds no per-batch checks.
+"""
+import math
+import time
+import warnings
+
+import numpy as np
+
+from .data import batches
+from .init import make_rng
+from .layers import Activation
+from .losses import CrossEntropyLoss, get_loss
+from .optim import get_optimizer
+from .progress import ProgressBar
+from .validation import as_input, check_choice, check_number
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The training loss became NaN or infinite (learning rate too high, bad data...)."""
+
+
+class History:
+    """What :meth:`TrainingMixin.fit` returns: ``history.history["loss"]`` is a list with
+    one value per epoch (also ``accuracy``, ``val_loss``, ``val_accuracy``, ...)."""
+
+    def __init__(self):
+        self.history = {}
+        self.epoch = []
+
+    def _record(self, epoch, logs):
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+
+    def __repr__(self):
+        return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
+
+
+_METRICS = {"accuracy": "accuracy", "acc": "accuracy", "mae": "mae"}
+
+
+class TrainingMixin:
+    """Adds compile/fit/evaluate/predict to a model with ``__call__``/``backward``."""
+
+    loss = None
+    optimizer = None
+    metrics = ()
+
+    def compile(self, optimizer="sgd", loss="cross_entropy", metrics=None):
+        """Choose the optimiser, the loss and the metrics reported by fit/evaluate.
+
+        Parameters
+        ----------
+        optimizer : str or Optimizer
+            ``"sgd"`` (lr 0.01) or an instance such as ``fastnn.SGD(lr=0.1, momentum=0.9)``.
+        loss : str or Loss
+            ``"cross_entropy"`` (softmax fused; integer labels or one-hot targets),
+            ``"bce_with_logits"`` (alias ``"binary_crossentropy"``: it takes *logits*),
+            ``"mse"``, or a Loss instance.
+        metrics : list of str, optional
+            ``"accuracy"`` (classification losses) and/or ``"mae"`` (MSE).
+        """
+        self.loss = get_loss(loss)
+        self.optimizer = get_optimizer(optimizer).bind(self.parameters())
+        names = [check_choice(m, "metric", _METRICS) for m in (metrics or [])]
+        for name in names:
+            if name not in self.loss.metrics:
+                raise ValueError(f"metric {name!r} is not defined for {self.loss!r}; "
+                                 f"it supports {list(self.loss.metrics) or 'none'}")
+        self.metrics = tuple(dict.fromkeys(names))
+        if (isinstance(self.loss, CrossEntropyLoss) and self.layers
+                and isinstance(self.layers[-1], Activation) and self.layers[-1].name == "softmax"):
+            warnings.warn("the last layer is Softmax but CrossEntropyLoss applies softmax "
+                          "itself: remove the Softmax layer and train on logits",
+                          stacklevel=2)
+        return self
+
+    def _require_compiled(self, what):
+        if self.loss is None:
+            raise RuntimeError(f"call model.compile(optimizer=..., loss=...) before {what}()")
+
+    def _prepare(self, x, y, name="x"):
+        x = as_input(x, name, self.dtype, self.n_features)
+        shape = (x.shape[0], self.n_outputs) if self.n_outputs else None
+        if shape is None:
+            raise ValueError("the model has no Linear layer, so its output width is unknown")
+        y = self.loss.check_targets(y, shape, self.dtype)
+        return x, y
+
+    def _batch_metrics(self, outputs, y, sums):
+        if "accuracy" in self.metrics:
+            sums["accuracy"] = sums.get("accuracy", 0.0) + self.loss.correct(outputs, y)
+        if "mae" in self.metrics:
+            sums["mae"] = sums.get("mae", 0.0) + float(
+                np.abs(outputs - y).mean(axis=1).sum())
+
+    def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, shuffle=True,
+            seed=None, verbose=1):
+        """Train for ``epochs`` passes over (x, y); returns a :class:`History`.
+
+        Parameters
+        ----------
+        x : array (n_samples, n_features)
+        y : targets for the compiled loss (integer labels for cross-entropy, ...)
+        epochs, batch_size : int
+        validation_data : (x_val, y_val), optional
+            Evaluated after every epoch (``val_loss``, ``val_<metric>``).
+        shuffle : bool
+            Visit samples in a new random order every epoch.
+        seed : int, optional
+            Makes the shuffling, and so the whole run, reproducible.
+        verbose : 0, 1 or 2
+            0 silent; 1 a live progress bar (loss, metrics, samples/s); 2 one line per epoch.
+
+        Raises
+        ------
+        TrainingDivergedError
+            As soon as a batch loss is NaN or infinite; the update for that batch is not
+            applied.
+        """
+        self._require_compiled("fit")
+        check_number(epochs, "epochs", low=1, integer=True)
+        check_number(batch_size, "batch_size", low=1, integer=True)
+        check_choice(verbose, "verbose", {0: 0, 1: 1, 2: 2})
+        x, y = self._prepare(x, y)
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise TypeError("validation_data must be a pair (x_val, y_val)")
+            x_val, y_val = self._prepare(*validation_data, name="validation x")
+        backend = self._resolve_backend()
+        self._last_backend = backend
+        self.optimizer.backend = backend.name   # parameters live where the model runs
+        rng = make_rng(seed) if seed is not None else np.random.default_rng()
+        history = History()
+        n = x.shape[0]
+        for epoch in range(1, epochs + 1):
+            bar = ProgressBar(n, epoch, epochs) if verbose else None
+            start = time.perf_counter()
+            loss_sum, seen, sums = 0.0, 0, {}
+            for xb, yb in batches(x, y, batch_size, shuffle=shuffle, seed=rng):
+                outputs = self._forward(xb, backend)
+                loss, grad = self.loss._compute(outputs, yb, backend)
+                if not math.isfinite(loss):
+                    raise TrainingDivergedError(
+                        f"loss became {loss} at epoch {epoch}, sample {seen}; lower the "
+                        "learning rate, clip gradients (clip_norm=...) or check the data")
+                self.optimizer.zero_grad()
+                self._backward(grad, backend, False)
+                self.optimizer.step()
+                loss_sum += loss * xb.shape[0]
+                seen += xb.shape[0]
+                self._batch_metrics(outputs, yb, sums)
+                if bar:
+                    bar.update(seen, loss=loss_sum / seen, **{k: v / seen for k, v in sums.items()})
+            logs = {"loss": loss_sum / n, **{k: v / n for k, v in sums.items()}}
+            seconds = time.perf_counter() - start
+            if validation_data is not None:
+                val = self._evaluate(x_val, y_val, max(batch_size, 1024), backend)
+                logs.update({f"val_{k}": v for k, v in val.items()})
+            if bar:
+                bar.finish(**logs)
+            history._record(epoch - 1, {**logs, "samples_per_second": n / seconds})
+        return history
+
+    def _evaluate(self, x, y, batch_size, backend):
+        loss_sum, sums = 0.0, {}
+        for xb, yb in batches(x, y, batch_size):
+            outputs = self._forward(xb, backend)
+            loss, _ = self.loss._compute(outputs, yb, backend)
+            loss_sum += loss * xb.shape[0]
+            self._batch_metrics(outputs, yb, sums)
+        n = x.shape[0]
+        return {"loss": loss_sum / n, **{k: v / n for k, v in sums.items()}}
+
+    def evaluate(self, x, y, batch_size=1024):
+        """Mean loss and metrics on (x, y), as a dict such as
+        ``{"loss": 0.07, "accuracy": 0.98}``."""
+        self._require_compiled("evaluate")
+        x, y = self._prepare(x, y)
+        return self._evaluate(x, y, check_number(batch_size, "batch_size", low=1, integer=True),
+                              self._resolve_backend())
+
+    def _outputs(self, x, batch_size):
+        x = as_input(x, "x", self.dtype, self.n_features)
+        check_number(batch_size, "batch_size", low=1, integer=True)
+        backend = self._resolve_backend()
+        parts = [self._forward(xb, backend) for xb in batches(x, None, batch_size)]
+        return np.concatenate(parts) if len(parts) > 1 else parts[0], backend
+
+    def predict(self, x, batch_size=1024):
+        """Predictions for x: class labels for classification losses (argmax of the
+        logits for cross-entropy, ``logit >= 0`` for BCE), raw outputs otherwise (and
+        before compile).  ``model(x)`` always gives the raw outputs."""
+        outputs, _ = self._outputs(x, batch_size)
+        return outputs if self.loss is None else self.loss.predict(outputs)
+
+    def predict_proba(self, x, batch_size=1024):
+        """Class probabilities: softmax of the logits (cross-entropy) or sigmoid (BCE)."""
+        self._require_compiled("predict_proba")
+        outputs, backend = self._outputs(x, batch_size)
+        return self.loss.predict_proba(outputs, backend)

@@ -1,0 +1,123 @@
+"""Input checks at the API boundary: nothing malformed ever reaches a kernel.
+
+The conversion rule (documented in the README): inputs are converted to the model's
+float dtype and made C-contiguous.  Integer and boolean arrays (e.g. raw pixels) are
+converted, not rejected; float32/float64 mismatches are converted to the model dtype;
+object, string and complex arrays are refused with a ``TypeError``.  NaN/Inf in inputs
+or targets raise ``ValueError``.
+"""
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_dtype(dtype):
+    """``np.dtype`` for "float32"/"float64" (or the types); anything else is refused."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
+    return dt
+
+
+def _numeric(array, name):
+    if isinstance(array, (str, bytes)):
+        raise TypeError(f"{name} must be an array of numbers, got a {type(array).__name__}")
+    arr = np.asarray(array)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers (float, int or bool), "
+                        f"got dtype {arr.dtype}")
+    return arr
+
+
+def check_finite(arr, name):
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = np.flatnonzero(~np.isfinite(arr.reshape(-1)))
+        raise ValueError(f"{name} contains NaN or Inf ({bad.size} value(s), first at flat "
+                         f"index {bad[0]}); clean or impute the data first")
+
+
+def as_input(x, name, dtype, n_features=None, finite=True):
+    """A C-contiguous (batch, features) array of ``dtype`` made from ``x``."""
+    arr = _numeric(x, name)
+    if arr.ndim != 2:
+        hint = " (reshape a single sample with x.reshape(1, -1))" if arr.ndim == 1 else ""
+        raise ValueError(f"{name} must be 2-D (batch, features), got shape {arr.shape}{hint}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {arr.shape})")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(f"{name} has {arr.shape[1]} features per sample, expected "
+                         f"{n_features} (shape {arr.shape})")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if finite:
+        check_finite(arr, name)
+    return arr
+
+
+def as_labels(y, name, n_samples, n_classes):
+    """Integer class labels (n_samples,) as int64, each in ``[0, n_classes)``."""
+    arr = _numeric(y, name)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D class labels of shape ({n_samples},), "
+                         f"got shape {arr.shape}")
+    if arr.shape[0] != n_samples:
+        raise ValueError(f"{name} has {arr.shape[0]} labels but the batch has {n_samples} samples")
+    if arr.dtype.kind == "f":
+        check_finite(arr, name)
+        if not np.array_equal(arr, np.round(arr)):
+            raise ValueError(f"{name} must be whole-number class labels, got non-integer "
+                             f"values such as {arr[arr != np.round(arr)][0]!r}")
+    labels = arr.astype(np.int64)
+    if labels.size:
+        low, high = labels.min(), labels.max()
+        if low < 0 or high >= n_classes:
+            bad = low if low < 0 else high
+            raise ValueError(f"{name} contains label {bad}, outside [0, {n_classes}) for a "
+                             f"model with {n_classes} outputs")
+    return np.ascontiguousarray(labels)
+
+
+def as_targets(t, name, shape, dtype, low=None, high=None):
+    """Float targets of exactly ``shape`` (``(n,)`` is accepted for one output)."""
+    arr = _numeric(t, name)
+    if arr.ndim == 1 and shape[1] == 1 and arr.shape[0] == shape[0]:
+        arr = arr.reshape(-1, 1)
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)} to match the predictions, "
+                         f"got {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    check_finite(arr, name)
+    if low is not None and arr.size and (arr.min() < low or arr.max() > high):
+        raise ValueError(f"{name} must lie in [{low}, {high}], got values in "
+                         f"[{arr.min()}, {arr.max()}]")
+    return arr
+
+
+def check_number(value, name, *, low=None, high=None, low_open=False, high_open=False,
+                 integer=False):
+    """A real (or integer) hyperparameter within bounds, else a ValueError naming it."""
+    kinds = (numbers.Integral,) if integer else (numbers.Real,)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise TypeError(f"{name} must be {'an integer' if integer else 'a number'}, "
+                        f"got {value!r}")
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
+    if high is not None and (value >= high if high_open else value > high):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")
+    return value
+
+
+def check_choice(value, name, choices):
+    """Look ``value`` up in the mapping ``choices``; unknown names list the valid ones."""
+    key = value.lower() if isinstance(value, str) else value
+    if key not in choices:
+        raise ValueError(f"unknown {name} {value!r}; valid names: {', '.join(sorted(choices))}")
+    return choices[key]

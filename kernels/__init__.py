@@ -1,0 +1,1 @@
+"""Numba CPU kernels: pure functions on C-contiguous arrays that write into ``out``."""

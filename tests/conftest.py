@@ -1,0 +1,56 @@
+"""Shared fixtures and helpers for the fastnn test suite."""
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn.backends import numpy_ops
+
+DTYPES = (np.float32, np.float64)
+
+
+@pytest.fixture(params=DTYPES, ids=["float32", "float64"])
+def dtype(request):
+    return request.param
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def numba_ops():
+    return fnn.get_backend("numba")
+
+
+@pytest.fixture
+def reference():
+    return numpy_ops
+
+
+def random(rng, shape, dtype, scale=1.0):
+    """Random normal data (never zeros) of ``dtype``."""
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+def assert_close(actual, expected, dtype, rtol32=2e-5, rtol64=1e-12, atol_scale=1.0):
+    """Compare with a tolerance suited to the dtype."""
+    rtol = rtol32 if np.dtype(dtype) == np.float32 else rtol64
+    atol = rtol * atol_scale
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
+
+
+def numerical_gradient(f, x, eps=1e-6):
+    """Central finite differences of the scalar function ``f`` with respect to ``x``
+    (float64), perturbing ``x`` in place and restoring it."""
+    grad = np.empty_like(x)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        orig = flat[i]
+        flat[i] = orig + eps
+        plus = f()
+        flat[i] = orig - eps
+        minus = f()
+        flat[i] = orig
+        gflat[i] = (plus - minus) / (2 * eps)
+    return grad

@@ -1,0 +1,122 @@
+"""Bias, loss and optimiser kernels against the NumPy reference; loss gradients against
+finite differences."""
+import numpy as np
+import pytest
+
+import fastnn as fnn
+
+from conftest import assert_close, numerical_gradient, random
+
+SHAPES = [(1, 1), (1, 7), (13, 1), (3, 31), (67, 129), (5, 200)]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_bias_add_and_grad(shape, dtype, rng, numba_ops, reference):
+    x = random(rng, shape, dtype)
+    b = random(rng, shape[1], dtype)
+    out = np.empty_like(x)
+    assert numba_ops.bias_add(x, b, out) is out
+    assert_close(out, x + b, dtype)
+    assert numba_ops.bias_add(x, b, x) is x          # in place
+    assert_close(x, out, dtype)
+    g = np.empty(shape[1], dtype)
+    assert numba_ops.bias_grad(out, g) is g and g.dtype == dtype
+    expected = reference.bias_grad(out.astype(np.float64), np.empty(shape[1]))
+    assert_close(g, expected, dtype, atol_scale=shape[0])
+    numba_ops.bias_grad(out, g, True)                 # accumulate
+    assert_close(g, 2 * expected, dtype, atol_scale=shape[0])
+
+
+LOSS_SHAPES = [(1, 1), (1, 10), (7, 3), (31, 10), (129, 17)]
+
+
+def make_targets(loss, shape, dtype, rng):
+    if loss == "softmax_xent":
+        return rng.integers(0, shape[1], size=shape[0])
+    if loss == "softmax_xent_soft":
+        t = rng.random(shape).astype(dtype) + 0.1
+        return (t / t.sum(axis=1, keepdims=True)).astype(dtype)
+    if loss == "bce_logits":
+        return rng.random(shape).astype(dtype)
+    return random(rng, shape, dtype)
+
+
+LOSSES = ["softmax_xent", "softmax_xent_soft", "bce_logits", "mse"]
+
+
+@pytest.mark.parametrize("shape", LOSS_SHAPES, ids=str)
+@pytest.mark.parametrize("loss", LOSSES)
+def test_loss_kernel_matches_reference(loss, shape, dtype, rng, numba_ops, reference):
+    z = random(rng, shape, dtype, scale=3.0)
+    t = make_targets(loss, shape, dtype, rng)
+    grad = np.empty_like(z)
+    value = getattr(numba_ops, loss)(z, t, grad)
+    assert grad.dtype == dtype
+    t64 = t if t.dtype.kind == "i" else t.astype(np.float64)
+    ref_grad = np.empty(shape)
+    ref_value = getattr(reference, loss)(z.astype(np.float64), t64, ref_grad)
+    assert value == pytest.approx(ref_value, rel=1e-5 if dtype == np.float32 else 1e-12)
+    assert_close(grad, ref_grad, dtype, atol_scale=1e-2)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("loss", LOSSES)
+def test_loss_gradient_matches_finite_differences(loss, backend, rng):
+    be = fnn.get_backend(backend)
+    z = random(rng, (5, 4), np.float64, scale=2.0)
+    t = make_targets(loss, (5, 4), np.float64, rng)
+    kernel = getattr(be, loss)
+    grad = np.empty_like(z)
+    kernel(z, t, grad)
+    numeric = numerical_gradient(lambda: kernel(z, t, np.empty_like(z)), z)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
+
+
+def test_cross_entropy_values():
+    be = fnn.get_backend("numba")
+    z = np.log(np.array([[0.7, 0.2, 0.1], [0.25, 0.5, 0.25]]))
+    loss = be.softmax_xent(z, np.array([0, 1]), np.empty_like(z))
+    assert loss == pytest.approx(-(np.log(0.7) + np.log(0.5)) / 2)
+    onehot = np.array([[1.0, 0, 0], [0, 1.0, 0]])
+    assert be.softmax_xent_soft(z, onehot, np.empty_like(z)) == pytest.approx(loss)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_losses_finite_at_extreme_logits(backend, dtype):
+    be = fnn.get_backend(backend)
+    z = np.array([[1000, -1000], [-1000, 1000], [1e4, -1e4]], dtype=dtype)
+    for loss, t in [("softmax_xent", np.array([1, 1, 1])),
+                    ("bce_logits", np.array([[0, 1], [1, 0], [0, 1]], dtype=dtype))]:
+        grad = np.empty_like(z)
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            value = getattr(be, loss)(z, t, grad)
+        assert np.isfinite(value) and np.isfinite(grad).all()
+        assert value > 100          # confidently wrong predictions cost a lot
+
+
+@pytest.mark.parametrize("size", [1, 7, 1031])
+def test_sgd_updates(size, dtype, rng, numba_ops, reference):
+    p = random(rng, size, dtype)
+    g = random(rng, size, dtype)
+    expected = reference.sgd_update(p.astype(np.float64), g.astype(np.float64), 0.1, 0.01)
+    assert numba_ops.sgd_update(p, g, 0.1, 0.01) is p
+    assert_close(p, expected, dtype)
+    for nesterov in (False, True):
+        p = random(rng, size, dtype)
+        v = random(rng, size, dtype)
+        p64, v64 = p.astype(np.float64), v.astype(np.float64)
+        reference.sgd_momentum_update(p64, g.astype(np.float64), v64, 0.1, 0.9, 0.01, nesterov)
+        numba_ops.sgd_momentum_update(p, g, v, 0.1, 0.9, 0.01, nesterov)
+        assert_close(p, p64, dtype)
+        assert_close(v, v64, dtype)
+
+
+@pytest.mark.parametrize("size", [1, 7, 1031])
+def test_clipping_kernels(size, dtype, rng, numba_ops):
+    x = random(rng, size, dtype, scale=3.0)
+    assert numba_ops.sum_of_squares(x) == pytest.approx(float((x.astype(np.float64) ** 2).sum()))
+    y = x.copy()
+    numba_ops.clip_inplace(y, 1.5)
+    np.testing.assert_array_equal(y, np.clip(x, -1.5, 1.5))
+    numba_ops.scale_inplace(y, 0.5)
+    assert_close(y, np.clip(x, -1.5, 1.5) * 0.5, dtype)

@@ -1,0 +1,31 @@
+"""The repository folder kernels/ is installed as fastnn.kernels, never as top-level kernels."""
+import importlib
+import pkgutil
+import subprocess
+import sys
+
+import fastnn
+import fastnn.kernels
+
+
+def test_top_level_kernels_is_not_ours(tmp_path):
+    # Run from a neutral directory so the repository root is not on sys.path.
+    code = ("import importlib.util, json; s = importlib.util.find_spec('kernels'); "
+            "print(json.dumps(None if s is None else [s.origin, list(s.submodule_search_locations or [])]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    ours = str(fastnn.kernels.__path__[0])
+    assert ours not in out, f"'import kernels' resolves to fastnn's kernels: {out}"
+
+
+def test_every_kernel_module_imports():
+    names = [m.name for m in pkgutil.walk_packages(fastnn.kernels.__path__, "fastnn.kernels.")]
+    assert {"fastnn.kernels.activations", "fastnn.kernels.matmul", "fastnn.kernels.bias",
+            "fastnn.kernels.losses", "fastnn.kernels.optim"} <= set(names)
+    for name in names:
+        importlib.import_module(name)
+
+
+def test_public_api_is_listed():
+    for name in fastnn.__all__:
+        assert hasattr(fastnn, name), name

@@ -29,3 +29,13 @@ def test_every_kernel_module_imports():
 def test_public_api_is_listed():
     for name in fastnn.__all__:
         assert hasattr(fastnn, name), name
+
+
+def test_ci_runs_the_readme_test_command():
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text().splitlines()
+    start = readme.index("```bash")
+    train_cmd, test_cmd = readme[start + 1], readme[start + 2]
+    assert "fastnn train" in train_cmd and "pytest" in test_cmd
+    assert test_cmd in (root / ".ci" / "run").read_text()

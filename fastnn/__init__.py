@@ -18,6 +18,7 @@ from .losses import LOSSES, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
 from .model import Sequential
 from .module import Module, Parameter
 from .optim import OPTIMIZERS, SGD, Optimizer
+from .serialization import ModelFileError, load_model as load
 from .training import History, TrainingDivergedError
 
 __version__ = "0.1.0"
@@ -25,10 +26,9 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVATIONS", "INITIALIZERS", "LOSSES", "OPTIMIZERS",
     "Activation", "BCEWithLogitsLoss", "CrossEntropyLoss", "DatasetNotFoundError", "Dense",
-    "ELU", "GELU",
-    "Gaussian", "History", "Identity", "LeakyReLU", "Linear", "Loss", "MSELoss", "Module",
-    "Optimizer", "Parameter", "PiecewiseLinear", "ReLU", "SGD", "Sequential", "Sigmoid",
+    "ELU", "GELU", "Gaussian", "History", "Identity", "LeakyReLU", "Linear", "Loss",
+    "MSELoss", "ModelFileError", "Module", "Optimizer", "Parameter", "PiecewiseLinear", "ReLU", "SGD", "Sequential", "Sigmoid",
     "Softmax", "Softplus", "Step", "Tanh", "TrainingDivergedError",
-    "available_backends", "batches", "get_backend", "load_mnist", "manual_seed",
+    "available_backends", "batches", "get_backend", "load", "load_mnist", "manual_seed",
     "set_backend", "use_backend",
 ]

@@ -69,6 +69,11 @@ class Linear(Module):
         backend.matmul_nt(grad, self.weight.data, dx)
         return dx
 
+    def get_config(self):
+        """Constructor arguments, JSON-serialisable (used by ``model.save``)."""
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "bias": self.use_bias, "init": self.init, "bias_init": self.bias_init}
+
     def __repr__(self):
         return (f"Linear({self.in_features}, {self.out_features}, bias={self.use_bias}, "
                 f"init={self.init!r})")
@@ -101,6 +106,10 @@ class Activation(Module):
             raise ValueError(f"elu needs alpha >= 0, got {self.params['alpha']}")
         self._args = tuple(self.params.values())
         self.differentiable = self.name not in NOT_DIFFERENTIABLE
+
+    def get_config(self):
+        """Constructor arguments, JSON-serialisable (used by ``model.save``)."""
+        return {"name": self.name, **self.params}
 
     def _forward(self, x, backend):
         out = backend.empty(x.shape, x.dtype)

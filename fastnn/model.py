@@ -118,6 +118,13 @@ class Sequential(TrainingMixin, Module):
         return self._backward(self._check_grad(grad), backend, input_grad)
 
     # ------------------------------------------------------------------ state
+    def save(self, path, include_optimizer=True):
+        """Write the architecture, weights and (if compiled) loss, metrics and optimiser
+        state to ``path`` atomically; read it back with :func:`fastnn.load`.  The format
+        is a versioned, pickle-free ``.npz`` (see :mod:`fastnn.serialization`)."""
+        from .serialization import save_model
+        save_model(self, path, include_optimizer)
+
     def state_dict(self):
         """{"<layer index>.<name>": copy of the array} for every parameter."""
         return {name: np.array(p.data, copy=True) for name, p in self.named_parameters()}

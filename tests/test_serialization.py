@@ -1,0 +1,128 @@
+"""model.save / fastnn.load: round trips, resumed training, atomic writes, bad files."""
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn import serialization
+
+
+def data(n=256, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 12)).astype(np.float32)
+    return x, (x[:, :3].sum(axis=1) > 0).astype(np.int64) + (x[:, 3] > 1)
+
+
+def model(seed=0, dtype="float32"):
+    return fnn.Sequential(fnn.Linear(12, 16, init="he_normal", bias_init=0.01),
+                          fnn.LeakyReLU(0.1), fnn.Linear(16, 8), fnn.Sigmoid(beta=2.0),
+                          fnn.Linear(8, 3), seed=seed, dtype=dtype)
+
+
+def compiled(seed=0):
+    m = model(seed)
+    m.compile(optimizer=fnn.SGD(lr=0.05, momentum=0.9, nesterov=True, clip_norm=5.0),
+              loss="cross_entropy", metrics=["accuracy"])
+    return m
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_round_trip_predicts_identically(tmp_path, dtype):
+    m = model(dtype=dtype)
+    path = tmp_path / "m.fnn"
+    m.save(path)
+    loaded = fnn.load(path)
+    assert repr(loaded) == repr(m) and loaded.dtype == m.dtype
+    x, _ = data()
+    np.testing.assert_array_equal(loaded(x), m(x))
+    with np.load(path, allow_pickle=False) as npz:      # plain .npz, no pickle
+        assert "0.weight" in npz.files
+
+
+def test_resumed_training_equals_uninterrupted(tmp_path):
+    x, y = data()
+    straight = compiled()
+    straight.fit(x, y, epochs=2, batch_size=32, shuffle=False, verbose=0)
+    first = compiled()
+    first.fit(x, y, epochs=1, batch_size=32, shuffle=False, verbose=0)
+    first.save(tmp_path / "mid.fnn")
+    resumed = fnn.load(tmp_path / "mid.fnn")
+    assert resumed.optimizer.momentum == 0.9 and resumed.optimizer.clip_norm == 5.0
+    resumed.fit(x, y, epochs=1, batch_size=32, shuffle=False, verbose=0)
+    for (name, a), (_, b) in zip(straight.named_parameters(), resumed.named_parameters()):
+        np.testing.assert_array_equal(a.data, b.data, err_msg=name)
+
+
+def test_interrupted_save_keeps_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "m.fnn"
+    m = model()
+    m.save(path)
+    before = path.read_bytes()
+
+    def explode(array):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(serialization, "_npy_bytes", explode)
+    with pytest.raises(OSError, match="No space"):
+        model(seed=1).save(path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.fnn"]          # no temporary file left behind
+    monkeypatch.undo()
+    np.testing.assert_array_equal(fnn.load(path)[0].weight.data, m[0].weight.data)
+
+
+def test_truncated_and_corrupted_files_are_refused(tmp_path):
+    path = tmp_path / "m.fnn"
+    model().save(path)
+    raw = path.read_bytes()
+    for cut in (10, len(raw) // 2, len(raw) - 30):
+        bad = tmp_path / f"cut{cut}.fnn"
+        bad.write_bytes(raw[:cut])
+        with pytest.raises(fnn.ModelFileError):
+            fnn.load(bad)
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("0.weight.npy")
+    flipped = bytearray(raw)
+    flipped[info.header_offset + 30 + len(info.filename) + 200] ^= 0xFF   # inside the data
+    bad = tmp_path / "flipped.fnn"
+    bad.write_bytes(bytes(flipped))
+    with pytest.raises(fnn.ModelFileError, match="corrupted"):
+        fnn.load(bad)
+    (tmp_path / "junk.fnn").write_bytes(b"not a model at all")
+    with pytest.raises(fnn.ModelFileError, match="not a fastnn model"):
+        fnn.load(tmp_path / "junk.fnn")
+
+
+def _rewrite_header(src, dst, change):
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            payload = zin.read(item)
+            if item.filename == "fastnn.json":
+                header = json.loads(payload)
+                change(header)
+                payload = json.dumps(header).encode()
+            zout.writestr(item.filename, payload)
+
+
+def test_newer_version_and_mismatched_shapes_are_refused(tmp_path):
+    path = tmp_path / "m.fnn"
+    model().save(path)
+    _rewrite_header(path, tmp_path / "v2.fnn", lambda h: h.update(version=2))
+    with pytest.raises(fnn.ModelFileError, match="newer"):
+        fnn.load(tmp_path / "v2.fnn")
+    _rewrite_header(path, tmp_path / "wide.fnn",
+                    lambda h: h["layers"][0]["config"].update(out_features=17))
+    with pytest.raises(fnn.ModelFileError):
+        fnn.load(tmp_path / "wide.fnn")
+    _rewrite_header(path, tmp_path / "evil.fnn",
+                    lambda h: h["layers"].append({"type": "os.system", "config": {}}))
+    with pytest.raises(fnn.ModelFileError, match="unknown layer type"):
+        fnn.load(tmp_path / "evil.fnn")
+
+
+def test_missing_file_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        fnn.load(tmp_path / "nope.fnn")

@@ -68,9 +68,17 @@ def main(argv=None):
     train.add_argument("--limit", type=int, default=0, help="use only the first N training images")
     train.add_argument("--data", default=None, help="directory of MNIST IDX files (optional)")
     train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
+    bench = commands.add_parser("bench", help="measure the performance targets against "
+                                "NumPy/BLAS (and PyTorch if installed)")
+    bench.add_argument("--quick", action="store_true", help="a representative subset")
+    bench.add_argument("--out", default="bench-results", help="directory for bench.md/json")
     args = parser.parse_args(argv)
     if args.command == "train":
         return _train(args)
+    if args.command == "bench":
+        from .bench import run
+        run(quick=args.quick, out_dir=args.out)
+        return 0
     return 2
 
 

@@ -1,0 +1,73 @@
+"""asv: GEMM layouts, activations, losses and optimiser updates, Numba vs NumPy."""
+from fastnn import bench
+from fastnn.kernels.activations import ACTIVATIONS
+
+BACKENDS = ["numba", "numpy"]
+MLP_LAYERS = ["784x512", "512x256", "256x10"]
+
+
+class GEMM:
+    """The three products of a dense layer of the MLP, per batch size."""
+    params = (["nn", "nt", "tn"], MLP_LAYERS, bench.BATCHES, BACKENDS)
+    param_names = ["layout", "layer", "batch", "backend"]
+
+    def setup(self, layout, layer, batch, backend):
+        fan_in, fan_out = map(int, layer.split("x"))
+        m, k, n = {"nn": (batch, fan_in, fan_out), "nt": (batch, fan_out, fan_in),
+                   "tn": (fan_in, batch, fan_out)}[layout]
+        self.fn = bench.gemm_case(layout, m, k, n).run[backend]
+        self.fn()
+
+    def time_gemm(self, layout, layer, batch, backend):
+        self.fn()
+
+
+class SquareGEMM:
+    params = (["nn", "nt", "tn"], [256, 512, 1024, 2048], BACKENDS)
+    param_names = ["layout", "n", "backend"]
+
+    def setup(self, layout, n, backend):
+        self.fn = bench.gemm_case(layout, n, n, n).run[backend]
+        self.fn()
+
+    def time_gemm(self, layout, n, backend):
+        self.fn()
+
+
+class Activations:
+    """Every activation of the registry, forward and backward, on 512x512 and 2048x512."""
+    params = (sorted(ACTIVATIONS), ["forward", "backward"], ["512x512", "2048x512"], BACKENDS)
+    param_names = ["activation", "direction", "shape", "backend"]
+
+    def setup(self, name, direction, shape, backend):
+        rows, cols = map(int, shape.split("x"))
+        self.fn = bench.activation_case(name, direction, (rows, cols)).run[backend]
+        self.fn()
+
+    def time_activation(self, name, direction, shape, backend):
+        self.fn()
+
+
+class Losses:
+    params = (["softmax_xent", "softmax_xent_soft", "bce_logits", "mse"], bench.BATCHES,
+              BACKENDS)
+    param_names = ["loss", "batch", "backend"]
+
+    def setup(self, loss, batch, backend):
+        self.fn = bench.loss_case(loss, batch).run[backend]
+        self.fn()
+
+    def time_loss(self, loss, batch, backend):
+        self.fn()
+
+
+class Optimizers:
+    params = ([False, True], [512, 784 * 512], BACKENDS)
+    param_names = ["momentum", "size", "backend"]
+
+    def setup(self, momentum, size, backend):
+        self.fn = bench.optimizer_case(momentum, size).run[backend]
+        self.fn()
+
+    def time_update(self, momentum, size, backend):
+        self.fn()

@@ -1,0 +1,59 @@
+"""pytest-benchmark cases for the hot kernels (the same cases as ``fastnn bench``).
+
+CI runs them with ``--benchmark-disable`` (once each, as tests); for numbers run
+``python -m pytest tests/perf --benchmark-enable --benchmark-only``.  Each case also
+checks that the benchmarked Numba call agrees with the NumPy backend.
+"""
+import numpy as np
+import pytest
+
+from fastnn import bench
+
+
+@pytest.mark.parametrize("layout", ["nn", "nt", "tn"])
+@pytest.mark.parametrize("batch", [1, 32, 128])
+def test_gemm(benchmark, layout, batch):
+    case = bench.gemm_case(layout, batch, 784, 512)
+    expected = case.run["numpy"]().copy()
+    result = benchmark(case.run["numba"])
+    np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "gelu"])
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_activation(benchmark, name, direction):
+    case = bench.activation_case(name, direction, shape=(256, 512))
+    expected = case.run["numpy"]().copy()
+    result = benchmark(case.run["numba"])
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch", [1, 128, 2048])
+def test_softmax_xent(benchmark, batch):
+    case = bench.loss_case("softmax_xent", batch)
+    expected = case.run["numpy"]()
+    assert benchmark(case.run["numba"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_sgd_momentum(benchmark):
+    case = bench.optimizer_case(True, 784 * 512)
+    benchmark(case.run["numba"])
+    fast, ref = bench.optimizer_case(True, 784 * 512), bench.optimizer_case(True, 784 * 512)
+    for _ in range(3):
+        fast.run["numba"]()
+        ref.run["numpy"]()
+    np.testing.assert_allclose(fast.data["param"], ref.data["param"], rtol=1e-6)
+    np.testing.assert_allclose(fast.data["velocity"], ref.data["velocity"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [32, 512])
+def test_training_step(benchmark, batch):
+    case = bench.training_step_case(batch)
+    benchmark(case.run["numba"])
+    check = bench.training_step_case(batch)
+    for _ in range(2):
+        check.run["numba"]()
+        check.run["numpy"]()
+    for (name, a), (_, b) in zip(check.data["numba"].named_parameters(),
+                                 check.data["numpy"].named_parameters()):
+        np.testing.assert_allclose(a.data, b.data, rtol=1e-4, atol=1e-5, err_msg=name)

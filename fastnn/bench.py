@@ -82,7 +82,7 @@ class threads:
 
     def __exit__(self, *exc):
         import numba
-        self._limits.unregister() if hasattr(self._limits, "unregister") else self._limits.restore_original_limits()
+        self._limits.restore_original_limits()
         numba.set_num_threads(self._numba)
 
 

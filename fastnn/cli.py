@@ -1,5 +1,7 @@
-"""Command line: ``fastnn train`` (also ``python -m fastnn train``)."""
+"""Command line: ``fastnn train`` and ``fastnn bench`` (also ``python -m fastnn ...``)."""
 import argparse
+import os
+import subprocess
 import sys
 import time
 
@@ -76,6 +78,12 @@ def main(argv=None):
     if args.command == "train":
         return _train(args)
     if args.command == "bench":
+        if "OPENBLAS_THREAD_TIMEOUT" not in os.environ:
+            # Interleaving NumPy and Numba calls on 2 cores: OpenBLAS threads must not keep
+            # spinning after each call (it reads this at start-up, hence a fresh process).
+            env = {**os.environ, "OPENBLAS_THREAD_TIMEOUT": "4"}
+            argv = sys.argv[1:] if argv is None else list(argv)
+            return subprocess.call([sys.executable, "-m", "fastnn", *argv], env=env)
         from .bench import run
         run(quick=args.quick, out_dir=args.out)
         return 0

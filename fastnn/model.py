@@ -3,10 +3,61 @@ Keras-style convenience methods of :class:`fastnn.training.TrainingMixin`."""
 import numpy as np
 
 from .init import make_rng
-from .layers import Linear
+from .kernels.dense import FROM_OUTPUT
+from .layers import Activation, Linear
 from .module import Module
 from .training import TrainingMixin
 from .validation import as_dtype
+
+
+def _fusable(layer, following):
+    """A Linear layer followed by an activation whose derivative is a function of its
+    output runs as one fused stage."""
+    if not (isinstance(layer, Linear) and isinstance(following, Activation)):
+        return False
+    if following.name not in FROM_OUTPUT:
+        return False
+    return following.params.get("alpha", 0.0) >= 0   # y > 0 <=> z > 0 needs alpha >= 0
+
+
+class _DenseStage:
+    """``y = f(x @ W + b)`` as one stage: the bias and activation run in the GEMM
+    epilogue, and the backward computes the activation derivative and the bias gradient
+    in one pass before the two gradient GEMMs (see ``fastnn.kernels.dense``)."""
+
+    def __init__(self, linear, activation):
+        self.linear, self.activation = linear, activation
+
+    def _forward(self, x, backend):
+        lin = self.linear
+        out = backend.empty((x.shape[0], lin.out_features), x.dtype)
+        backend.dense_forward(x, lin.weight.data, None if lin.bias is None else lin.bias.data,
+                              out, self.activation.name, *self.activation._args)
+        self._x, self._y = x, out
+        return out
+
+    def _backward(self, grad, backend, need_input_grad):
+        lin = self.linear
+        dw, accumulate_w = lin.weight._grad_for_backward()
+        db, accumulate_b = (None, False) if lin.bias is None else lin.bias._grad_for_backward()
+        dz = backend.empty(grad.shape, grad.dtype)
+        dx = backend.empty(self._x.shape, grad.dtype) if need_input_grad else None
+        backend.dense_backward(grad, self._x, lin.weight.data, self._y, dz, dw, db, dx,
+                               accumulate_w, accumulate_b, self.activation.name,
+                               *self.activation._args)
+        return dx
+
+
+def _stages(layers):
+    stages, i = [], 0
+    while i < len(layers):
+        if i + 1 < len(layers) and _fusable(layers[i], layers[i + 1]):
+            stages.append(_DenseStage(layers[i], layers[i + 1]))
+            i += 2
+        else:
+            stages.append(layers[i])
+            i += 1
+    return stages
 
 
 class Sequential(TrainingMixin, Module):
@@ -24,6 +75,12 @@ class Sequential(TrainingMixin, Module):
         Re-draw every layer's initial weights from this seed, in order, so the same seed
         always gives the same network.
 
+    Notes
+    -----
+    A ``Linear`` layer directly followed by an element-wise activation whose derivative
+    is a function of its output (all but GELU and Gaussian) runs as one fused stage; the
+    results are those of the separate layers.
+
     Examples
     --------
     >>> model = Sequential(Linear(784, 256, init="he_normal"), ReLU(), Linear(256, 10), seed=0)
@@ -40,7 +97,8 @@ class Sequential(TrainingMixin, Module):
         for i, layer in enumerate(layers):
             if not isinstance(layer, Module):
                 raise TypeError(f"layer {i} is a {type(layer).__name__}, not a fastnn layer")
-        self.layers = list(layers)
+        self.layers = tuple(layers)
+        self._stages = _stages(self.layers)
         widths = [(i, l) for i, l in enumerate(self.layers) if isinstance(l, Linear)]
         for (i, a), (j, b) in zip(widths, widths[1:]):
             if a.out_features != b.in_features:
@@ -94,15 +152,15 @@ class Sequential(TrainingMixin, Module):
 
     # ------------------------------------------------------------------ protocol
     def _forward(self, x, backend):
-        for layer in self.layers:
-            x = layer._forward(x, backend)
+        for stage in self._stages:
+            x = stage._forward(x, backend)
         return x
 
     def _backward(self, grad, backend, need_input_grad):
-        last = len(self.layers) - 1
-        for i in range(last, -1, -1):
-            # The first layer's input gradient is only computed when someone asks for it.
-            grad = self.layers[i]._backward(grad, backend, need_input_grad or i > 0)
+        stages = self._stages
+        for i in range(len(stages) - 1, -1, -1):
+            # The first stage's input gradient is only computed when someone asks for it.
+            grad = stages[i]._backward(grad, backend, need_input_grad or i > 0)
         return grad
 
     def backward(self, grad, input_grad=False):

@@ -52,10 +52,21 @@ def as_input(x, name, dtype, n_features=None, finite=True):
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} features per sample, expected "
                          f"{n_features} (shape {arr.shape})")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
-    if finite:
-        check_finite(arr, name)
-    return arr
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} has no features (shape {arr.shape})")
+    return _convert(arr, name, dtype, finite)
+
+
+def _convert(arr, name, dtype, finite=True):
+    """C-contiguous ``dtype`` copy/view of ``arr``; values that overflow ``dtype`` (e.g.
+    1e39 into float32) are reported, not silently turned into Inf."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(arr, dtype=dtype)
+    if finite and out.dtype.kind == "f" and not np.isfinite(out).all():
+        check_finite(arr, name)             # NaN/Inf already in the input
+        raise ValueError(f"{name} has values too large for {np.dtype(dtype).name} "
+                         f"(largest magnitude {np.abs(arr).max():.3g})")
+    return out
 
 
 def as_labels(y, name, n_samples, n_classes):
@@ -73,14 +84,13 @@ def as_labels(y, name, n_samples, n_classes):
         if not np.array_equal(arr, np.round(arr)):
             raise ValueError(f"{name} must be whole-number class labels, got non-integer "
                              f"values such as {arr[arr != np.round(arr)][0]!r}")
-    labels = arr.astype(np.int64)
-    if labels.size:
-        low, high = labels.min(), labels.max()
+    if arr.size:   # range check before any cast, so huge values cannot wrap around
+        low, high = arr.min(), arr.max()
         if low < 0 or high >= n_classes:
             bad = low if low < 0 else high
             raise ValueError(f"{name} contains label {bad}, outside [0, {n_classes}) for a "
                              f"model with {n_classes} outputs")
-    return np.ascontiguousarray(labels)
+    return np.ascontiguousarray(arr, dtype=np.int64)
 
 
 def as_targets(t, name, shape, dtype, low=None, high=None):
@@ -91,8 +101,9 @@ def as_targets(t, name, shape, dtype, low=None, high=None):
     if arr.shape != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)} to match the predictions, "
                          f"got {arr.shape}")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
-    check_finite(arr, name)
+    if arr.dtype.kind == "f":
+        check_finite(arr, name)
+    arr = _convert(arr, name, dtype)
     if low is not None and arr.size and (arr.min() < low or arr.max() > high):
         raise ValueError(f"{name} must lie in [{low}, {high}], got values in "
                          f"[{arr.min()}, {arr.max()}]")

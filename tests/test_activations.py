@@ -142,3 +142,69 @@ def test_activation_layer_errors():
         fnn.Activation("relu", alpha=0.1)
     with pytest.raises(ValueError, match="x_min < x_max"):
         fnn.PiecewiseLinear(x_min=1.0, x_max=0.0)
+
+
+# --------------------------------------------------------------------------- NaN and sizes
+@pytest.mark.parametrize("name", NAMES)
+def test_nan_in_nan_out(name, dtype, rng, numba_ops, reference):
+    """A NaN input gives NaN out, so diverging training is seen.  Exceptions: the step
+    maps NaN to 0 (its output is a 0/1 mask: NaN is not >= 0, as in the reference) and
+    softmax makes the whole row NaN.  The NumPy reference agrees."""
+    x = random(rng, (3, 40), dtype)
+    x[1, 7] = np.nan
+    params = params_for(name)
+    for backend in (numba_ops, reference):
+        y = getattr(backend, f"{name}_forward")(x, np.empty_like(x), *params)
+        if name == "step":
+            assert y[1, 7] == 0
+            assert not np.isnan(y).any()
+        elif name == "softmax":
+            assert np.isnan(y[1]).all()
+            assert not np.isnan(y[[0, 2]]).any()
+        else:
+            assert np.isnan(y[1, 7])
+            assert np.isnan(y).sum() == 1
+
+
+def _threshold_sizes():
+    """Element counts around every serial/parallel switch and chunk edge of the
+    element-wise kernels, for both dtypes (the cheap kernels switch on bytes)."""
+    from fastnn.kernels import activations as A
+    sizes = set()
+    for t in (A.SERIAL_MAX_TRANSCENDENTAL, A.SERIAL_MAX_TRANSCENDENTAL + A.CHUNK_TRANSCENDENTAL):
+        sizes |= {t - 1, t, t + 1}
+    for n_arrays in (1, 2, 3, 4):
+        for itemsize in (4, 8):
+            t = A.SERIAL_MAX_BYTES // (n_arrays * itemsize)
+            sizes |= {t - 1, t, t + 1}
+    t = A.SERIAL_MAX_BYTES // 8 + A.CHUNK_CHEAP      # first size with a partial last chunk
+    sizes |= {t - 1, t, t + 1}
+    return sorted(sizes)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sizes_around_the_parallel_threshold(name, dtype, rng, numba_ops, reference):
+    """Serial and parallel paths, partial last chunks and the in-place variants all give
+    the reference result."""
+    params = params_for(name)
+    fwd, bwd = kernels(numba_ops, name)
+    ref_fwd, ref_bwd = kernels(reference, name)
+    for n in _threshold_sizes():
+        shape = (n // 7, 7) if name in ROW_WISE else (1, n)   # softmax: rows of 7
+        x = random(rng, shape, dtype, scale=2.0)
+        dy = random(rng, shape, dtype)
+        y = fwd(x, np.empty_like(x), *params)
+        y_ref = ref_fwd(x.astype(np.float64), np.empty(shape), *params)
+        assert_close(y, y_ref, dtype, rtol32=1e-5, atol_scale=1e-1)
+        # the backward kernel on its own inputs: with y_ref instead of y, the forward's
+        # last-ulp errors would be amplified in 1 - y**2 where tanh(x) is near ±1
+        g = bwd(dy, x, y, np.empty_like(x), *params)
+        g_ref = ref_bwd(dy.astype(np.float64), x.astype(np.float64), y.astype(np.float64),
+                        np.empty(shape), *params)
+        assert_close(g, g_ref, dtype, rtol32=1e-5, atol_scale=1e-1)
+        x_in = x.copy()
+        fwd(x_in, x_in, *params)
+        np.testing.assert_array_equal(x_in, y)
+        dy_in = dy.copy()
+        bwd(dy_in, x, y, dy_in, *params)
+        np.testing.assert_array_equal(dy_in, g)

@@ -120,3 +120,105 @@ def test_clipping_kernels(size, dtype, rng, numba_ops):
     np.testing.assert_array_equal(y, np.clip(x, -1.5, 1.5))
     numba_ops.scale_inplace(y, 0.5)
     assert_close(y, np.clip(x, -1.5, 1.5) * 0.5, dtype)
+
+
+# --------------------------------------------------------------------------- NaN and sizes
+@pytest.mark.parametrize("loss", LOSSES)
+def test_nan_logit_makes_the_loss_nan(loss, dtype, rng, numba_ops, reference):
+    """A NaN prediction makes the loss NaN (diverging training must be seen), and for the
+    softmax losses the whole gradient row of that sample NaN; the reference agrees."""
+    z = random(rng, (4, 10), dtype, scale=3.0)
+    z[2, 3] = np.nan
+    t = make_targets(loss, (4, 10), dtype, rng)
+    for backend in (numba_ops, reference):
+        grad = np.empty_like(z)
+        assert np.isnan(getattr(backend, loss)(z, t, grad))
+        if loss.startswith("softmax"):
+            assert np.isnan(grad[2]).all() and not np.isnan(grad[[0, 1, 3]]).any()
+        else:
+            assert np.isnan(grad[2, 3]) and np.isnan(grad).sum() == 1
+
+
+def _loss_sizes():
+    from fastnn.kernels import losses as L
+    sizes = set()
+    for t in (L.SERIAL_MAX, L.SERIAL_MAX + L.CHUNK):
+        sizes |= {t - 10, t, t + 10}                  # rows of 10 classes
+    for itemsize in (4, 8):
+        t = L.SERIAL_MAX_BYTES_MSE // (3 * itemsize)
+        sizes |= {t - t % 10 - 10, t - t % 10, t - t % 10 + 10}
+    return sorted(sizes)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_losses_around_the_parallel_threshold(loss, dtype, rng, numba_ops, reference):
+    for n in _loss_sizes():
+        shape = (n // 10, 10)
+        z = random(rng, shape, dtype, scale=3.0)
+        t = make_targets(loss, shape, dtype, rng)
+        grad = np.empty_like(z)
+        value = getattr(numba_ops, loss)(z, t, grad)
+        t64 = t if t.dtype.kind == "i" else t.astype(np.float64)
+        ref_grad = np.empty(shape)
+        ref_value = getattr(reference, loss)(z.astype(np.float64), t64, ref_grad)
+        assert value == pytest.approx(ref_value, rel=1e-5 if dtype == np.float32 else 1e-12)
+        assert_close(grad, ref_grad, dtype, atol_scale=1e-2 / shape[0])
+
+
+def _optim_sizes():
+    from fastnn.kernels import optim as O
+    sizes = set()
+    for n_arrays in (1, 2, 3):
+        for itemsize in (4, 8):
+            t = O.SERIAL_MAX_BYTES // (n_arrays * itemsize)
+            sizes |= {t - 1, t, t + 1, t + O.CHUNK + 1}
+    return sorted(sizes)
+
+
+def test_optimisers_around_the_parallel_threshold(dtype, rng, numba_ops, reference):
+    for size in _optim_sizes():
+        g = random(rng, size, dtype)
+        p = random(rng, size, dtype)
+        p64 = reference.sgd_update(p.astype(np.float64), g.astype(np.float64), 0.1, 0.01)
+        numba_ops.sgd_update(p, g, 0.1, 0.01)
+        assert_close(p, p64, dtype)
+        for nesterov in (False, True):
+            p = random(rng, size, dtype)
+            v = random(rng, size, dtype)
+            p64, v64 = p.astype(np.float64), v.astype(np.float64)
+            reference.sgd_momentum_update(p64, g.astype(np.float64), v64, 0.1, 0.9, 0.01,
+                                          nesterov)
+            numba_ops.sgd_momentum_update(p, g, v, 0.1, 0.9, 0.01, nesterov)
+            assert_close(p, p64, dtype)
+            assert_close(v, v64, dtype)
+        x = random(rng, size, dtype, scale=3.0)
+        assert numba_ops.sum_of_squares(x) == pytest.approx(
+            float((x.astype(np.float64) ** 2).sum()), rel=1e-12)
+        y = x.copy()
+        y[size // 2] = np.nan
+        numba_ops.clip_inplace(y, 1.5)
+        expected = np.clip(x, -1.5, 1.5)
+        expected[size // 2] = np.nan
+        np.testing.assert_array_equal(y, expected)          # NaN stays NaN
+        numba_ops.scale_inplace(y, 0.5)
+        np.testing.assert_array_equal(y, expected * dtype(0.5))
+
+
+def test_bias_around_the_parallel_threshold(dtype, rng, numba_ops, reference):
+    from fastnn.kernels import bias as B
+    for cols in (7, 64, 300):
+        for total in (B.SERIAL_MAX_BYTES // (2 * np.dtype(dtype).itemsize),
+                      B.SERIAL_MAX_BYTES // np.dtype(dtype).itemsize):
+            for rows in (total // cols - 1, total // cols + 1):
+                x = random(rng, (rows, cols), dtype)
+                b = random(rng, cols, dtype)
+                out = numba_ops.bias_add(x, b, np.empty_like(x))
+                assert_close(out, x + b, dtype)
+                x_in = x.copy()
+                numba_ops.bias_add(x_in, b, x_in)
+                np.testing.assert_array_equal(x_in, out)
+                g = numba_ops.bias_grad(x, np.empty(cols, dtype))
+                expected = reference.bias_grad(x.astype(np.float64), np.empty(cols))
+                assert_close(g, expected, dtype, atol_scale=rows)
+                numba_ops.bias_grad(x, g, True)
+                assert_close(g, 2 * expected, dtype, atol_scale=rows)

@@ -1,12 +1,13 @@
 """Tests for fastnn.kernels.matmul against a float64 NumPy reference.
 
-The shapes are chosen to reach every path of the blocked core (see the module
-docstring of kernels/matmul.py): the serial and the parallel driver (2*M*N*K below
-and above ``SERIAL_FLOPS``); the three ways of reading the right operand (in place,
-dot products for ``matmul_nt``, packed, chosen by the number of rows M); with and
-without k blocks (M >= ``KBLOCK_MIN_ROWS``, K over 256 float32 / 128 float64 values);
-several column chunks (N > ``NJ``) and column blocks (N > ``NC``); several row blocks;
-and the remainders of every unrolling (M, N, K not multiples of 4 or 16).
+The shapes are chosen to reach every rule of the dispatcher (see ``_gemm`` in
+kernels/matmul.py) and every path inside each: transposed output (``matmul_tn`` with
+N < 16 and K >= 32); narrow tiles (N < 16, including ``matmul_nt``'s transposed copy of
+``b``); dot-product tiles (``matmul_nt`` with M < 24); 4-row tiles (M <= 7); the 8 x 32
+micro-kernel with the right operand read in place (M < 96) and packed (M >= 96, and
+``matmul_nt``); the serial and the parallel driver (2*M*N*K below and above
+``SERIAL_FLOPS``), split by columns and by rows; several k blocks, column blocks and row
+blocks; ragged micro-tiles (M, N, K not multiples of 8, 32, 16).
 """
 import numba
 import numpy as np
@@ -24,19 +25,26 @@ SHAPES = [
     (1, 13, 7),
     (3, 7, 13),
     (7, 13, 31),
-    (13, 31, 67),
+    (13, 31, 67),       # dot tiles for matmul_nt (M < 24)
     (31, 67, 131),
     (67, 131, 7),
     (131, 67, 31),
-    (17, 9, 300),       # N < one vector; k blocks
+    (17, 9, 300),       # narrow, several k blocks for the other paths
     (1, 1031, 300),     # one row, parallel: columns split among threads
-    (3, 600, 257),      # few rows (no k blocks), N > NJ
-    (37, 250, 521),     # k blocks in every mode, dot products among them
-    (257, 300, 129),    # several row blocks and column chunks
+    (3, 600, 257),      # 4-row tiles / dot tiles, ragged last vector group
+    (5, 130, 17),
+    (7, 2000, 70),      # few rows, parallel (columns split)
+    (8, 33, 40),        # the smallest micro-kernel case
+    (37, 250, 521),     # B in place, k blocks, ragged tiles
+    (40, 700, 300),     # B in place, parallel: columns split
+    (257, 300, 129),    # packed, several row blocks and column chunks
     (131, 1030, 263),   # rows, chunks and k blocks all with remainders
-    (66, 4100, 3),      # N > NC
+    (66, 4100, 3),      # several column blocks
     (515, 70, 300),     # many rows: packed in every layout, k blocks
-    (513, 4100, 2),     # packed, N > NC: two column blocks of scratch
+    (513, 4100, 2),     # packed, several column blocks
+    (300, 10, 100),     # narrow / transposed output, parallel: rows split
+    (2000, 15, 70),     # narrow / transposed output, parallel
+    (97, 89, 101),      # primes
 ]
 SHAPE_IDS = ["x".join(map(str, s)) for s in SHAPES]
 
@@ -138,7 +146,10 @@ def test_empty_contraction_and_empty_output(layout, dtype, M, N):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("shape", [(5, 9, 6), (70, 600, 300)], ids=["serial", "parallel"])
+@pytest.mark.parametrize("shape", [(5, 9, 6), (70, 600, 300), (3, 40, 70), (40, 10, 70),
+                                   (130, 12, 40), (1, 50, 30)],
+                         ids=["serial", "parallel", "rows-dot", "narrow-transposed",
+                              "narrow", "one-row"])
 def test_nan_and_inf_propagate(shape, layout, dtype):
     # Only 'contract' and 'reassoc' fast-math flags are used: a NaN or Inf in an
     # operand must reach exactly the outputs that depend on it.
@@ -171,18 +182,51 @@ def test_float32_stays_float32_inside():
     assert not np.any(np.isfinite(out))
 
 
-def test_result_does_not_depend_on_thread_count():
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", [(130, 700, 300), (40, 700, 300), (5, 2000, 100),
+                                   (3000, 10, 300), (7, 800, 200), (1, 3000, 200),
+                                   (2000, 10, 100), (700, 130, 300)],
+                         ids=["packed", "in-place", "rows", "narrow", "dot", "one-row",
+                              "transposed", "row-split"])
+def test_result_does_not_depend_on_thread_count(shape, layout):
+    M, N, K = shape
+    assert 2 * M * N * K >= mm.SERIAL_FLOPS   # the parallel driver runs
     rng = np.random.default_rng(5)
-    a = rng.standard_normal((130, 300)).astype(np.float32)
-    b = rng.standard_normal((300, 700)).astype(np.float32)
-    assert 2 * 130 * 700 * 300 >= mm.SERIAL_FLOPS   # the parallel driver runs
+    fn, x, y, _, _ = _operands(layout, M, N, K, np.float32, rng)
     before = numba.get_num_threads()
     try:
         outs = []
-        for threads in sorted({1, before}):
-            numba.set_num_threads(threads)
-            outs.append(matmul(a, b, np.empty((130, 700), dtype=np.float32)))
+        for threads in sorted({1, 2, before}):
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+            outs.append(fn(x, y, np.empty((M, N), dtype=np.float32)))
     finally:
         numba.set_num_threads(before)
     for out in outs[1:]:
         np.testing.assert_array_equal(out, outs[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_small_shape(dtype):
+    # Every M, N in 1..17 with contractions around the vector width and the dispatch
+    # thresholds, in every layout, accumulating and not: the ragged edges of every tile.
+    rng = np.random.default_rng(6)
+    for K in (1, 2, 7, 16, 17, 31, 64, 67):
+        for M in range(1, 18):
+            for N in range(1, 18):
+                for layout in LAYOUTS:
+                    fn, x, y, expected, scale = _operands(layout, M, N, K, dtype, rng)
+                    out = rng.standard_normal((M, N)).astype(dtype)
+                    expected = expected + out.astype(np.float64)
+                    scale = scale + np.abs(out.astype(np.float64))
+                    assert fn(x, y, out, True) is out
+                    _assert_close(out, expected, scale, dtype, K)
+
+
+def test_float64_keeps_float64_precision():
+    # A float64 product must not go through float32 anywhere (e.g. a float32 scratch).
+    rng = np.random.default_rng(7)
+    for M, N, K in [(3, 5, 100), (40, 10, 100), (130, 70, 300), (2, 600, 40)]:
+        for layout in LAYOUTS:
+            fn, x, y, expected, scale = _operands(layout, M, N, K, np.float64, rng)
+            out = fn(x, y, np.empty((M, N)))
+            _assert_close(out, expected, scale, np.float64, K)

@@ -23,6 +23,7 @@ OPERATIONS = (
     + tuple(f"{name}_{way}" for name in ACTIVATIONS for way in ("forward", "backward"))
     + ("softmax_xent", "softmax_xent_soft", "bce_logits", "mse")
     + ("sgd_update", "sgd_momentum_update", "sum_of_squares", "scale_inplace", "clip_inplace")
+    + ("dense_forward", "dense_backward")
 )
 
 # name -> module that provides OPERATIONS; imported lazily so that e.g. CUDA is only

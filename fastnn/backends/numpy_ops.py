@@ -254,3 +254,39 @@ def scale_inplace(x, factor):
 def clip_inplace(x, limit):
     np.clip(x, -_cast(limit, x), _cast(limit, x), out=x)
     return x
+
+
+# --------------------------------------------------------------------------- fused dense
+# f'(z) written through the output y = f(z) (see fastnn.kernels.dense for the table).
+_DERIVATIVE_FROM_OUTPUT = {
+    "identity": lambda y, p: np.ones_like(y),
+    "relu": lambda y, p: (y > 0).astype(y.dtype),
+    "leaky_relu": lambda y, p: np.where(y > 0, 1, p[0]).astype(y.dtype),
+    "elu": lambda y, p: np.where(y > 0, 1, y + p[0]).astype(y.dtype),
+    "sigmoid": lambda y, p: p[0] * y * (1 - y),
+    "tanh": lambda y, p: 1 - y * y,
+    "softplus": lambda y, p: -np.expm1(-y),
+    "piecewise_linear": lambda y, p: np.where((y > 0) & (y < 1), 1 / (p[1] - p[0]), 0).astype(y.dtype),
+    "step": lambda y, p: np.zeros_like(y),
+}
+
+
+def dense_forward(x, w, bias, out, activation, *params):
+    """``out = f(x @ w + bias)`` (``bias`` may be None)."""
+    z = x @ w
+    if bias is not None:
+        z += bias
+    return globals()[f"{activation}_forward"](z, out, *params)
+
+
+def dense_backward(dy, x, w, y, dz, dw, db, dx, accumulate_w, accumulate_b, activation,
+                   *params):
+    """Backward of ``y = f(x @ w + b)``: ``dz = dy * f'(z)`` (from ``y``), ``db (+)=
+    sum(dz)``, ``dw (+)= x.T @ dz`` and, unless ``dx`` is None, ``dx = dz @ w.T``."""
+    np.multiply(dy, _DERIVATIVE_FROM_OUTPUT[activation](y, params), out=dz)
+    if db is not None:
+        bias_grad(dz, db, accumulate_b)
+    matmul_tn(x, dz, dw, accumulate_w)
+    if dx is not None:
+        matmul_nt(dz, w, dx)
+    return dx

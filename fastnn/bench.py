@@ -53,16 +53,25 @@ def _calls_for(fn, min_time):
         n *= 2 if elapsed < min_time / 10 else max(2, int(min_time / max(elapsed, 1e-9)) + 1)
 
 
-def compare(fast, baseline, repeats=7, min_time=0.02):
-    """Median seconds per call of ``fast`` and ``baseline``, measured interleaved."""
+def compare(fast, baseline, repeats=7, min_time=0.02, settle=3):
+    """Median seconds per call of ``fast`` and ``baseline``, measured interleaved.
+
+    The two alternate in blocks of about ``min_time``; every call is timed on its own and
+    the median over all blocks is reported.  When Numba's and OpenBLAS's thread pools
+    hand the two cores over at a block switch, the first calls of a block can stall for
+    milliseconds; ``settle`` untimed calls and the median keep those stalls out.
+    """
     n_fast, n_base = _calls_for(fast, min_time), _calls_for(baseline, min_time)
     t_fast, t_base = [], []
+    clock = time.perf_counter
     for _ in range(repeats):
         for fn, n, out in ((fast, n_fast, t_fast), (baseline, n_base, t_base)):
-            start = time.perf_counter()
-            for _ in range(n):
+            for _ in range(settle):
                 fn()
-            out.append((time.perf_counter() - start) / n)
+            for _ in range(n):
+                start = clock()
+                fn()
+                out.append(clock() - start)
     return statistics.median(t_fast), statistics.median(t_base)
 
 

@@ -115,8 +115,8 @@ def _softmax_xent_soft_rows(logits, targets, grad, inv_n):
     """Rows of :func:`softmax_xent_soft`: writes their gradient, returns their summed loss.
 
     The three passes of :func:`_softmax_xent_rows`, with the row loss split as
-    ``sum_j t_j (max z - z_j)`` (pass 1) ``+ (sum_j t_j) log s`` (pass 3): every term is
-    finite, also where ``p_j`` underflows to 0.
+    ``sum_j t_j (max z - z_j)`` (pass 1) ``+ (sum_j t_j) log s`` (pass 3): no ``log p_j``
+    is formed, so a ``p_j`` that underflows to 0 costs nothing.
     """
     n_rows, n_cols = logits.shape
     zero = logits.dtype.type(0)
@@ -132,7 +132,8 @@ def _softmax_xent_soft_rows(logits, targets, grad, inv_n):
         for j in range(n_cols):
             d = z[j] - m
             g[j] = d
-            row -= np.float64(t[j] * d)
+            # a zero target adds nothing, even against a -inf logit (0 * -inf is NaN)
+            row -= np.float64(t[j] * d) if t[j] != zero else 0.0
         total += row
     gf = grad.reshape(grad.size)
     for k in range(gf.size):

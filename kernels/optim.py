@@ -101,14 +101,19 @@ def _sum_of_squares_span(x):
 def sum_of_squares(x):
     """``sum(x**2)`` accumulated in float64 (for the global gradient norm)."""
     n = x.size
-    total = 0.0
     if n * x.itemsize <= SERIAL_MAX_BYTES:
-        total += _sum_of_squares_span(x)
-    else:
-        for c in prange((n + CHUNK - 1) // CHUNK):
-            lo = c * CHUNK
-            hi = min(lo + CHUNK, n)
-            total += _sum_of_squares_span(x[lo:hi])
+        return _sum_of_squares_span(x)
+    # Fixed-size chunks summed in index order: the result (and so clip_norm's scale)
+    # does not depend on the thread count, unlike a prange reduction.
+    n_chunks = (n + CHUNK - 1) // CHUNK
+    partial = np.empty(n_chunks, dtype=np.float64)
+    for c in prange(n_chunks):
+        lo = c * CHUNK
+        hi = min(lo + CHUNK, n)
+        partial[c] = _sum_of_squares_span(x[lo:hi])
+    total = 0.0
+    for c in range(n_chunks):
+        total += partial[c]
     return total
 
 

@@ -36,3 +36,19 @@ def test_same_seed_is_bit_identical():
 @pytest.mark.parametrize("clip_norm", [None, 1.0])
 def test_weights_do_not_depend_on_thread_count(clip_norm):
     assert_identical(train(1, clip_norm), train(2, clip_norm))
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 threads")
+def test_gradient_norm_does_not_depend_on_thread_count():
+    from fastnn.kernels.optim import sum_of_squares
+    x = np.random.default_rng(0).normal(size=3_000_001).astype(np.float32)
+    previous = numba.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            results.append(sum_of_squares(x))
+    finally:
+        numba.set_num_threads(previous)
+    assert results[0] == results[1]
+    assert results[0] == pytest.approx(float((x.astype(np.float64) ** 2).sum()), rel=1e-12)

@@ -219,3 +219,21 @@ def test_api_errors_are_clear():
         model.compile(loss="mse", metrics=["accuracy"])
     with pytest.warns(UserWarning, match="Softmax"):
         fnn.Sequential(fnn.Linear(10, 3), fnn.Softmax()).compile(loss="cross_entropy")
+
+
+def test_read_only_and_non_contiguous_inputs_give_the_same_answer():
+    x, y = blobs(n=128)
+    model = make_model()
+    model.compile(optimizer=fnn.SGD(lr=0.05), loss="cross_entropy", metrics=["accuracy"])
+    expected = model(x)
+    frozen = x.copy()
+    frozen.flags.writeable = False
+    np.testing.assert_array_equal(model(frozen), expected)
+    strided = np.repeat(x, 2, axis=1)[:, ::2]                 # a non-contiguous view
+    np.testing.assert_array_equal(model(strided), expected)
+    np.testing.assert_array_equal(model(np.asfortranarray(x)), expected)
+    labels = y.copy()
+    labels.flags.writeable = False
+    before = frozen.copy()
+    model.fit(frozen, labels, epochs=1, batch_size=32, verbose=0)   # trains, never writes x
+    np.testing.assert_array_equal(frozen, before)

@@ -62,6 +62,10 @@ def _convert(arr, name, dtype, finite=True):
     1e39 into float32) are reported, not silently turned into Inf."""
     with np.errstate(over="ignore", invalid="ignore"):
         out = np.ascontiguousarray(arr, dtype=dtype)
+    if not out.flags.writeable:
+        # Kernels never write their inputs, but Numba types read-only arrays separately
+        # (a second compilation, and the GEMM core takes writable arrays only): copy.
+        out = out.copy()
     if finite and out.dtype.kind == "f" and not np.isfinite(out).all():
         check_finite(arr, name)             # NaN/Inf already in the input
         raise ValueError(f"{name} has values too large for {np.dtype(dtype).name} "
@@ -90,7 +94,7 @@ def as_labels(y, name, n_samples, n_classes):
             bad = low if low < 0 else high
             raise ValueError(f"{name} contains label {bad}, outside [0, {n_classes}) for a "
                              f"model with {n_classes} outputs")
-    return np.ascontiguousarray(arr, dtype=np.int64)
+    return np.array(arr, dtype=np.int64, order="C")   # a fresh, writable copy
 
 
 def as_targets(t, name, shape, dtype, low=None, high=None):

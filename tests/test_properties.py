@@ -59,13 +59,17 @@ def test_public_api_returns_or_raises_documented_errors(x, y):
     model.compile(optimizer=fnn.SGD(lr=0.01), loss="cross_entropy", metrics=["accuracy"])
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)   # no silent overflow/NaN warnings
-        for call in (lambda: model(x), lambda: model.predict(x),
-                     lambda: model.fit(x, y, epochs=1, batch_size=2, verbose=0),
-                     lambda: model.evaluate(x, y), lambda: fnn.CrossEntropyLoss()(x, y)):
+        calls = (lambda: model(x), lambda: model.predict(x),
+                 lambda: model.fit(x, y, epochs=1, batch_size=2, verbose=0),
+                 lambda: model.evaluate(x, y), lambda: fnn.CrossEntropyLoss()(x, y))
+        for call in calls:
             try:
                 result = call()
             except DOCUMENTED:
                 continue
+            if call is calls[0]:     # a forward result must also be the right one
+                with fnn.use_backend("numpy"):
+                    np.testing.assert_allclose(result, model(x), rtol=1e-4, atol=1e-5)
             values = result.history["loss"] if hasattr(result, "history") else (
                 list(result.values()) if isinstance(result, dict) else
                 [result[0]] if isinstance(result, tuple) else [result])

@@ -24,11 +24,11 @@ from .training import History, TrainingDivergedError
 __version__ = "0.1.0"
 
 __all__ = [
-    "ACTIVATIONS", "INITIALIZERS", "LOSSES", "OPTIMIZERS",
-    "Activation", "BCEWithLogitsLoss", "CrossEntropyLoss", "DatasetNotFoundError", "Dense",
-    "ELU", "GELU", "Gaussian", "History", "Identity", "LeakyReLU", "Linear", "Loss",
-    "MSELoss", "ModelFileError", "Module", "Optimizer", "Parameter", "PiecewiseLinear", "ReLU", "SGD", "Sequential", "Sigmoid",
-    "Softmax", "Softplus", "Step", "Tanh", "TrainingDivergedError",
+    "ACTIVATIONS", "INITIALIZERS", "LOSSES", "OPTIMIZERS", "Activation",
+    "BCEWithLogitsLoss", "CrossEntropyLoss", "DatasetNotFoundError", "Dense", "ELU", "GELU",
+    "Gaussian", "History", "Identity", "LeakyReLU", "Linear", "Loss", "MSELoss",
+    "ModelFileError", "Module", "Optimizer", "Parameter", "PiecewiseLinear", "ReLU", "SGD",
+    "Sequential", "Sigmoid", "Softmax", "Softplus", "Step", "Tanh", "TrainingDivergedError",
     "available_backends", "batches", "get_backend", "load", "load_mnist", "manual_seed",
     "set_backend", "use_backend",
 ]

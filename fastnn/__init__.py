@@ -7,7 +7,7 @@
 ...               metrics=["accuracy"])
 >>> history = model.fit(x, y, epochs=5, batch_size=128)
 """
-from .backends import available_backends, get_backend, set_backend, use_backend
+from .backends import BackendUnavailableError, available_backends, get_backend, set_backend, use_backend
 from .data import batches
 from .datasets import DatasetNotFoundError, load_mnist
 from .init import INITIALIZERS, manual_seed
@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS", "INITIALIZERS", "LOSSES", "OPTIMIZERS", "Activation",
-    "BCEWithLogitsLoss", "CrossEntropyLoss", "DatasetNotFoundError", "Dense", "ELU", "GELU",
+    "BCEWithLogitsLoss", "BackendUnavailableError", "CrossEntropyLoss", "DatasetNotFoundError", "Dense", "ELU", "GELU",
     "Gaussian", "History", "Identity", "LeakyReLU", "Linear", "Loss", "MSELoss",
     "ModelFileError", "Module", "Optimizer", "Parameter", "PiecewiseLinear", "ReLU", "SGD",
     "Sequential", "Sigmoid", "Softmax", "Softplus", "Step", "Tanh", "TrainingDivergedError",

@@ -64,7 +64,7 @@ def main(argv=None):
     train.add_argument("--init", default="he_normal")
     train.add_argument("--bias-init", type=float, default=0.0)
     train.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    train.add_argument("--backend", default="numba", choices=["numba", "numpy"])
+    train.add_argument("--backend", default="numba", choices=["numba", "numpy", "cuda"])
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--threads", type=int, default=0, help="Numba threads (0: all cores)")
     train.add_argument("--limit", type=int, default=0, help="use only the first N training images")

@@ -1,6 +1,7 @@
 """Layers: the dense layer and one layer per activation of the kernel registry."""
 import numpy as np
 
+from .backends.memory import like
 from .init import init_bias, init_weight, make_rng
 from .kernels.activations import ACTIVATIONS, NOT_DIFFERENTIABLE
 from .module import Module, Parameter
@@ -42,9 +43,11 @@ class Linear(Module):
     def reset_parameters(self, rng):
         """Draw new weights from ``rng`` and reset the bias."""
         dtype = self.weight.dtype
-        self.weight.data = init_weight(self.init, self.in_features, self.out_features, dtype, rng)
+        weight = init_weight(self.init, self.in_features, self.out_features, dtype, rng)
+        self.weight.data = like(weight, self.weight.data)       # stays on its device
         if self.bias is not None:
-            self.bias.data = init_bias(self.bias_init, self.out_features, dtype)
+            self.bias.data = like(init_bias(self.bias_init, self.out_features, dtype),
+                                  self.bias.data)
 
     def _params(self):
         return {"weight": self.weight, "bias": self.bias} if self.bias else {"weight": self.weight}

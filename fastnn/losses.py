@@ -6,7 +6,8 @@ d(loss)/d(predictions), ready for ``model.backward(grad)``.
 import numpy as np
 
 from .backends import get_backend
-from .validation import as_input, as_labels, as_targets, check_choice
+from .backends.memory import is_device_array, to_host
+from .validation import as_input, as_labels, as_targets, check_choice, check_device_input
 
 
 class Loss:
@@ -17,11 +18,20 @@ class Loss:
     metrics = ()
 
     def __call__(self, predictions, targets):
-        pred = np.asarray(predictions)
-        dtype = pred.dtype if pred.dtype in (np.float32, np.float64) else np.float32
-        pred = as_input(pred, "predictions", dtype)
-        return self._compute(pred, self.check_targets(targets, pred.shape, pred.dtype),
-                             get_backend())
+        """``(mean loss, gradient)``; the gradient lives where the predictions do (a
+        device array for predictions from a "cuda" model)."""
+        if is_device_array(predictions):
+            backend = get_backend("cuda")
+            pred = check_device_input(predictions, "predictions", predictions.dtype)
+        else:
+            backend = get_backend()
+            pred = np.asarray(predictions)
+            dtype = pred.dtype if pred.dtype in (np.float32, np.float64) else np.float32
+            pred = as_input(pred, "predictions", dtype)
+        targets = self.check_targets(to_host(targets), pred.shape, pred.dtype)
+        if backend.memory != "host":
+            pred, targets = backend.asarray(pred, pred.dtype), backend.asarray(targets, targets.dtype)
+        return self._compute(pred, targets, backend)
 
     def _compute(self, pred, targets, backend):
         grad = backend.empty(pred.shape, pred.dtype)

@@ -2,6 +2,7 @@
 Keras-style convenience methods of :class:`fastnn.training.TrainingMixin`."""
 import numpy as np
 
+from .backends.memory import assign, to_host
 from .init import make_rng
 from .kernels.dense import FROM_OUTPUT
 from .layers import Activation, Linear
@@ -131,9 +132,14 @@ class Sequential(TrainingMixin, Module):
         return self
 
     def to(self, backend):
-        """Run this model on ``backend`` ("numba", "numpy"); returns ``self``."""
+        """Run this model on ``backend`` ("numba", "numpy", "cuda"); returns ``self``.
+
+        Parameters move into the backend's memory now (to the GPU for "cuda", back to
+        the host for the others); an optimiser's state follows on its next step."""
         from .backends import get_backend
-        self.backend = get_backend(backend).name
+        backend = get_backend(backend)
+        self.backend = backend.name
+        self._place_parameters(backend)
         return self
 
     def named_parameters(self):
@@ -173,7 +179,7 @@ class Sequential(TrainingMixin, Module):
         if backend is None:
             raise RuntimeError("backward() called before a forward pass; call the model "
                                "on a batch first")
-        return self._backward(self._check_grad(grad), backend, input_grad)
+        return self._backward(self._check_grad(grad, backend), backend, input_grad)
 
     # ------------------------------------------------------------------ state
     def save(self, path, include_optimizer=True):
@@ -184,8 +190,9 @@ class Sequential(TrainingMixin, Module):
         save_model(self, path, include_optimizer)
 
     def state_dict(self):
-        """{"<layer index>.<name>": copy of the array} for every parameter."""
-        return {name: np.array(p.data, copy=True) for name, p in self.named_parameters()}
+        """{"<layer index>.<name>": NumPy copy of the array} for every parameter (host
+        arrays whatever the backend)."""
+        return {name: np.array(to_host(p.data), copy=True) for name, p in self.named_parameters()}
 
     def load_state_dict(self, state_dict):
         """Copy arrays from ``state_dict`` into the parameters (shapes must match).
@@ -209,5 +216,5 @@ class Sequential(TrainingMixin, Module):
                 raise ValueError(f"state_dict[{name!r}] must hold finite real numbers")
             arrays[name] = value
         for name, p in params.items():
-            p.data[...] = arrays[name]
+            assign(p.data, arrays[name])
         return self

@@ -12,7 +12,8 @@ the backend.
 import numpy as np
 
 from .backends import get_backend
-from .validation import as_dtype, as_input
+from .backends.memory import astype, is_device_array, memory_of, place, zero_fill
+from .validation import as_dtype, as_input, check_device_input
 
 
 class Parameter:
@@ -33,7 +34,7 @@ class Parameter:
     @property
     def grad(self):
         if self._grad_stale:
-            self._grad[...] = 0
+            zero_fill(self._grad)
             self._grad_stale = False
         return self._grad
 
@@ -69,6 +70,7 @@ class Module:
 
     backend = None
     n_features = None      # expected input width, where the module knows it
+    _memory = None         # where the parameters were last placed ("host", "cuda")
 
     def _params(self):
         """{name: Parameter} of this module itself (layers override)."""
@@ -91,8 +93,8 @@ class Module:
         dtype = as_dtype(dtype)
         for p in self.parameters():
             if p.data.dtype != dtype:
-                p.data = p.data.astype(dtype)
-                p._grad = p._grad.astype(dtype)
+                p.data = astype(p.data, dtype)
+                p._grad = astype(p._grad, dtype)
         return self
 
     def zero_grad(self):
@@ -100,17 +102,41 @@ class Module:
             p.zero_grad()
 
     def _resolve_backend(self):
-        return get_backend(self.backend)
+        """The backend to run on, with the parameters moved into its memory if needed
+        (host <-> GPU; a no-op between the host backends)."""
+        backend = get_backend(self.backend)
+        if self._memory != backend.memory:
+            self._place_parameters(backend)
+        return backend
+
+    def _place_parameters(self, backend):
+        for p in self.parameters():
+            if memory_of(p.data) != backend.memory:
+                p.data = place(p.data, backend)
+                p._grad = place(p._grad, backend)
+        self._memory = backend.memory
+
+    def _batch(self, x, name, dtype, backend, n_features=None):
+        """A validated batch in ``backend``'s memory: host data is checked (and scanned
+        for NaN/Inf) by :func:`as_input` before it is copied to a device; an array already
+        on the device gets the shape and dtype checks."""
+        if is_device_array(x):
+            return place(check_device_input(x, name, dtype, n_features), backend)
+        x = as_input(x, name, dtype, n_features)
+        return x if backend.memory == "host" else backend.asarray(x, dtype)
 
     def __call__(self, x):
-        """Forward pass on a (batch, features) array; converts ``x`` to the module dtype."""
+        """Forward pass on a (batch, features) array; converts ``x`` to the module dtype.
+
+        The result lives where the backend computes: a NumPy array on the host backends,
+        a device array on "cuda" (``fastnn.to_numpy`` or ``predict`` give host arrays)."""
         dtype = self.dtype
         if dtype is None:
-            arr = np.asarray(x)
-            dtype = arr.dtype if arr.dtype in (np.float32, np.float64) else np.float32
-        x = as_input(x, "x", dtype, self.n_features)
-        self._last_backend = self._resolve_backend()
-        y = self._forward(x, self._last_backend)
+            dt = np.dtype(x.dtype) if is_device_array(x) else np.asarray(x).dtype
+            dtype = dt if dt in (np.float32, np.float64) else np.float32
+        backend = self._last_backend = self._resolve_backend()
+        x = self._batch(x, "x", dtype, backend, self.n_features)
+        y = self._forward(x, backend)
         self._out_shape, self._out_dtype = y.shape, y.dtype
         return y
 
@@ -120,11 +146,11 @@ class Module:
         if backend is None:
             raise RuntimeError("backward() called before a forward pass; call the module "
                                "on a batch first")
-        return self._backward(self._check_grad(grad), backend, True)
+        return self._backward(self._check_grad(grad, backend), backend, True)
 
-    def _check_grad(self, grad):
+    def _check_grad(self, grad, backend):
         expected = self._out_shape
-        grad = as_input(grad, "grad", self._out_dtype)
+        grad = self._batch(grad, "grad", self._out_dtype, backend)
         if grad.shape != expected:
             raise ValueError(f"grad must have the shape of the last output {expected}, "
                              f"got {grad.shape}")

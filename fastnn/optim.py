@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from .backends import get_backend
+from .backends.memory import assign, place, to_host
 from .validation import check_choice, check_number
 
 
@@ -41,6 +42,7 @@ class Optimizer:
             raise ValueError("optimizer got an empty parameter list")
         self.params = params
         self.state = [self._init_state(p) for p in params]
+        self._memory = "host"           # _init_state allocates on the host
         return self
 
     def _init_state(self, param):
@@ -56,6 +58,9 @@ class Optimizer:
             raise RuntimeError("optimizer has no parameters: pass model.parameters() or "
                                "use model.compile(optimizer=...)")
         backend = get_backend(self.backend)
+        if self._memory != backend.memory:       # e.g. after model.to("cuda")
+            self.state = [{k: place(v, backend) for k, v in s.items()} for s in self.state]
+            self._memory = backend.memory
         live = [(p, s) for p, s in zip(self.params, self.state) if not p._grad_stale]
         if self.clip_value is not None:
             for p, _ in live:
@@ -75,7 +80,7 @@ class Optimizer:
     def state_dict(self):
         """Hyperparameters and per-parameter state (copies), for resuming training."""
         return {"hyperparameters": dict(self.hyperparameters()),
-                "state": [{k: np.array(v) for k, v in s.items()} for s in self.state]}
+                "state": [{k: np.array(to_host(v)) for k, v in s.items()} for s in self.state]}
 
     def load_state_dict(self, state_dict):
         state = state_dict["state"]
@@ -87,7 +92,7 @@ class Optimizer:
                 if key not in mine or np.shape(value) != mine[key].shape:
                     raise ValueError(f"optimizer state {key!r} does not match parameter of "
                                      f"shape {p.shape}")
-                mine[key][...] = value
+                assign(mine[key], value)
         for key, value in state_dict.get("hyperparameters", {}).items():
             setattr(self, key, value)
 

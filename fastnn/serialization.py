@@ -25,6 +25,7 @@ import zipfile
 import numpy as np
 
 from . import layers as _layers
+from .backends.memory import to_host
 from .losses import get_loss
 from .optim import OPTIMIZERS
 
@@ -99,7 +100,7 @@ def atomic_write(path, write):
 
 def save_model(model, path, include_optimizer=True):
     """Write ``model`` (a :class:`fastnn.Sequential`) to ``path``; see the module doc."""
-    arrays = {f"{name}.npy": p.data for name, p in model.named_parameters()}
+    arrays = {f"{name}.npy": to_host(p.data) for name, p in model.named_parameters()}
     compile_info = None
     if model.loss is not None:
         compile_info = {"loss": model.loss.name, "metrics": list(model.metrics),

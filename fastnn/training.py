@@ -46,6 +46,11 @@ class History:
 _METRICS = {"accuracy": "accuracy", "acc": "accuracy", "mae": "mae"}
 
 
+def _to(backend, array):
+    """A batch (host data, already validated) in ``backend``'s memory."""
+    return array if backend.memory == "host" else backend.asarray(array, array.dtype)
+
+
 class TrainingMixin:
     """Adds compile/fit/evaluate/predict to a model with ``__call__``/``backward``."""
 
@@ -94,7 +99,13 @@ class TrainingMixin:
         y = self.loss.check_targets(y, shape, self.dtype)
         return x, y
 
-    def _batch_metrics(self, outputs, y, sums):
+    def _batch_metrics(self, outputs, y, sums, backend):
+        """Add a batch's metric sums; ``y`` is the host copy of the targets.  On a GPU
+        backend the outputs (batch x outputs) are copied to the host for this, only when
+        metrics were asked for."""
+        if not self.metrics:
+            return
+        outputs = backend.to_numpy(outputs)
         if "accuracy" in self.metrics:
             sums["accuracy"] = sums.get("accuracy", 0.0) + self.loss.correct(outputs, y)
         if "mae" in self.metrics:
@@ -145,8 +156,8 @@ class TrainingMixin:
             start = time.perf_counter()
             loss_sum, seen, sums = 0.0, 0, {}
             for xb, yb in batches(x, y, batch_size, shuffle=shuffle, seed=rng):
-                outputs = self._forward(xb, backend)
-                loss, grad = self.loss._compute(outputs, yb, backend)
+                outputs = self._forward(_to(backend, xb), backend)
+                loss, grad = self.loss._compute(outputs, _to(backend, yb), backend)
                 if not math.isfinite(loss):
                     raise TrainingDivergedError(
                         f"loss became {loss} at epoch {epoch}, sample {seen}; lower the "
@@ -156,7 +167,7 @@ class TrainingMixin:
                 self.optimizer.step()
                 loss_sum += loss * xb.shape[0]
                 seen += xb.shape[0]
-                self._batch_metrics(outputs, yb, sums)
+                self._batch_metrics(outputs, yb, sums, backend)
                 if bar:
                     bar.update(seen, loss=loss_sum / seen, **{k: v / seen for k, v in sums.items()})
             logs = {"loss": loss_sum / n, **{k: v / n for k, v in sums.items()}}
@@ -172,10 +183,10 @@ class TrainingMixin:
     def _evaluate(self, x, y, batch_size, backend):
         loss_sum, sums = 0.0, {}
         for xb, yb in batches(x, y, batch_size):
-            outputs = self._forward(xb, backend)
-            loss, _ = self.loss._compute(outputs, yb, backend)
+            outputs = self._forward(_to(backend, xb), backend)
+            loss, _ = self.loss._compute(outputs, _to(backend, yb), backend)
             loss_sum += loss * xb.shape[0]
-            self._batch_metrics(outputs, yb, sums)
+            self._batch_metrics(outputs, yb, sums, backend)
         n = x.shape[0]
         return {"loss": loss_sum / n, **{k: v / n for k, v in sums.items()}}
 
@@ -187,22 +198,27 @@ class TrainingMixin:
         return self._evaluate(x, y, check_number(batch_size, "batch_size", low=1, integer=True),
                               self._resolve_backend())
 
-    def _outputs(self, x, batch_size):
+    def _outputs(self, x, batch_size, then=None):
+        """Host array of the model outputs on ``x``, batch by batch, each passed through
+        ``then(outputs, backend)`` first if given (on the backend, before the copy)."""
         x = as_input(x, "x", self.dtype, self.n_features)
         check_number(batch_size, "batch_size", low=1, integer=True)
         backend = self._resolve_backend()
-        parts = [self._forward(xb, backend) for xb in batches(x, None, batch_size)]
-        return np.concatenate(parts) if len(parts) > 1 else parts[0], backend
+        parts = []
+        for xb in batches(x, None, batch_size):
+            out = self._forward(_to(backend, xb), backend)
+            parts.append(backend.to_numpy(out if then is None else then(out, backend)))
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
     def predict(self, x, batch_size=1024):
-        """Predictions for x: class labels for classification losses (argmax of the
-        logits for cross-entropy, ``logit >= 0`` for BCE), raw outputs otherwise (and
-        before compile).  ``model(x)`` always gives the raw outputs."""
-        outputs, _ = self._outputs(x, batch_size)
+        """Predictions for x (a NumPy array on every backend): class labels for
+        classification losses (argmax of the logits for cross-entropy, ``logit >= 0``
+        for BCE), raw outputs otherwise (and before compile).  ``model(x)`` always gives
+        the raw outputs."""
+        outputs = self._outputs(x, batch_size)
         return outputs if self.loss is None else self.loss.predict(outputs)
 
     def predict_proba(self, x, batch_size=1024):
         """Class probabilities: softmax of the logits (cross-entropy) or sigmoid (BCE)."""
         self._require_compiled("predict_proba")
-        outputs, backend = self._outputs(x, batch_size)
-        return self.loss.predict_proba(outputs, backend)
+        return self._outputs(x, batch_size, self.loss.predict_proba)

@@ -57,6 +57,24 @@ def as_input(x, name, dtype, n_features=None, finite=True):
     return _convert(arr, name, dtype, finite)
 
 
+def check_device_input(arr, name, dtype, n_features=None):
+    """Shape and dtype checks of a (batch, features) array that already lives on a GPU.
+
+    Its values are not scanned for NaN/Inf (that would copy it to the host); data that
+    enters through ``fit``/``predict`` or as a host array is always scanned."""
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (batch, features), got shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape})")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(f"{name} has {arr.shape[1]} features per sample, expected "
+                         f"{n_features} (shape {arr.shape})")
+    if np.dtype(arr.dtype) not in FLOAT_DTYPES or np.dtype(arr.dtype) != np.dtype(dtype):
+        raise TypeError(f"{name} is a {arr.dtype} device array; the model computes in "
+                        f"{np.dtype(dtype)} (convert it, or pass a host array)")
+    return arr
+
+
 def _convert(arr, name, dtype, finite=True):
     """C-contiguous ``dtype`` copy/view of ``arr``; values that overflow ``dtype`` (e.g.
     1e39 into float32) are reported, not silently turned into Inf."""

@@ -3,7 +3,9 @@
 * ``"numba"`` (the default): the hand-written Numba kernels in ``fastnn.kernels``.
 * ``"numpy"``: every operation written plainly in NumPy; the reference for the tests and
   the NumPy/BLAS baseline for the benchmarks.
-* ``"cuda"``: reserved for the optional GPU backend (imported only when asked for).
+* ``"cuda"``: the optional GPU backend (``pip install "fastnn[cuda]"``): the kernels of
+  ``fastnn.kernels.cuda`` on ``numba.cuda`` device arrays.  ``numba.cuda`` is imported only
+  when this backend is asked for.
 
 Select one globally with :func:`set_backend`, for a block of code with :func:`use_backend`
 (a context manager; the selection holds for the current thread / asyncio task), or per model with
@@ -16,6 +18,7 @@ import importlib
 import numpy as np
 
 from ..kernels.activations import ACTIVATIONS
+from .memory import to_host
 
 #: Every operation a backend provides, by name.  Signatures are those of the kernels.
 OPERATIONS = (
@@ -31,15 +34,24 @@ OPERATIONS = (
 _OPS_MODULES = {
     "numba": "fastnn.backends.numba_ops",
     "numpy": "fastnn.backends.numpy_ops",
+    "cuda": "fastnn.backends.cuda_ops",
 }
+
+
+class BackendUnavailableError(RuntimeError):
+    """A backend that this machine cannot run (e.g. "cuda" without a GPU or driver)."""
 
 
 class Backend:
     """A named set of operations plus the few memory functions the layers need.
 
-    The NumPy and Numba backends both keep arrays in host memory as NumPy arrays, so
-    models can switch between them freely.
+    The NumPy and Numba backends both keep arrays in host memory as NumPy arrays
+    (``memory == "host"``), so models switch between them freely; an operations module
+    with its own memory (the CUDA backend) provides ``MEMORY``, ``empty``, ``zeros``,
+    ``asarray`` and ``to_numpy`` itself.
     """
+
+    memory = "host"
 
     def __init__(self, name, ops):
         self.name = name
@@ -48,6 +60,10 @@ class Backend:
             raise NotImplementedError(f"backend {name!r} lacks operations: {', '.join(missing)}")
         for op in OPERATIONS:
             setattr(self, op, getattr(ops, op))
+        if hasattr(ops, "MEMORY"):
+            self.memory = ops.MEMORY
+            for fn in ("empty", "zeros", "asarray", "to_numpy"):
+                setattr(self, fn, getattr(ops, fn))
 
     def empty(self, shape, dtype):
         return np.empty(shape, dtype=dtype)
@@ -57,10 +73,11 @@ class Backend:
 
     def asarray(self, array, dtype):
         """A C-contiguous array of ``dtype`` in this backend's memory (no copy if possible)."""
-        return np.ascontiguousarray(array, dtype=dtype)
+        return np.ascontiguousarray(to_host(array), dtype=dtype)
 
     def to_numpy(self, array):
-        return np.asarray(array)
+        """``array`` as a NumPy array (a copy if it lives on a device)."""
+        return to_host(array)
 
     def __repr__(self):
         return f"<fastnn backend {self.name!r}>"
@@ -73,7 +90,7 @@ _override = contextvars.ContextVar("fastnn_backend", default=None)   # use_backe
 
 def available_backends():
     """Names that :func:`get_backend` accepts."""
-    return tuple(_OPS_MODULES) + ("cuda",)
+    return tuple(_OPS_MODULES)
 
 
 def get_backend(backend=None):
@@ -85,10 +102,6 @@ def get_backend(backend=None):
         raise TypeError(f"backend must be a name or a Backend, got {type(name).__name__}")
     name = name.lower()
     if name not in _instances:
-        if name == "cuda":
-            raise NotImplementedError(
-                "the 'cuda' backend is not available in this version of fastnn; "
-                "use 'numba' (default) or 'numpy'")
         if name not in _OPS_MODULES:
             raise ValueError(f"unknown backend {backend!r}; valid names: "
                              f"{', '.join(available_backends())}")
@@ -113,5 +126,5 @@ def use_backend(backend):
         _override.reset(token)
 
 
-__all__ = ["Backend", "OPERATIONS", "available_backends", "get_backend", "set_backend",
+__all__ = ["Backend", "BackendUnavailableError", "OPERATIONS", "available_backends", "get_backend", "set_backend",
            "use_backend"]

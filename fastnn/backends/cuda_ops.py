@@ -1,0 +1,121 @@
+"""The CUDA backend's operations: the kernels of ``fastnn.kernels.cuda``, by name.
+
+Importing this module imports ``numba.cuda`` and fails with one
+:class:`~fastnn.backends.BackendUnavailableError` that names what is missing (numba-cuda,
+a GPU, a driver) and how to install it.  Arrays live in device memory (``MEMORY =
+"cuda"``): parameters, gradients, optimiser state and activations stay there for the whole
+training loop; only batches go in (:func:`asarray`) and loss values come out.
+
+Under Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1`` set before numba is imported) the
+same code runs on the CPU, slowly; the tests use it.
+"""
+import importlib.util
+import os
+
+import numpy as np
+
+from . import BackendUnavailableError
+from .memory import is_device_array, to_host
+
+_INSTALL = ('install the GPU support with  python -m pip install "fastnn[cuda]"  (NVIDIA\'s '
+            'numba-cuda) on a machine with an NVIDIA GPU and driver, or use backend="numba"')
+
+
+def _require_cuda():
+    try:
+        from numba import cuda
+    except ImportError as exc:  # pragma: no cover - numba ships numba.cuda
+        raise BackendUnavailableError(f"the 'cuda' backend cannot import numba.cuda ({exc}); "
+                                      f"{_INSTALL}") from None
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return cuda
+    try:
+        cuda.get_current_device()
+    except Exception as exc:  # CudaSupportError (no driver), CudaDriverError (no GPU), ...
+        missing = ("" if importlib.util.find_spec("numba_cuda") else
+                   " numba-cuda is not installed either.")
+        reason = " ".join(str(exc).split()).rstrip(" :.")
+        raise BackendUnavailableError(
+            f"the 'cuda' backend needs an NVIDIA GPU with a working CUDA driver, and numba "
+            f"could not use one: {reason}.{missing} To use it, {_INSTALL}. To try the "
+            "backend without a GPU, set NUMBA_ENABLE_CUDASIM=1 before importing fastnn "
+            "(Numba's CUDA simulator: correct, but very slow).") from None
+    return cuda
+
+
+cuda = _require_cuda()
+
+from ..kernels.cuda.activations import *  # noqa: E402,F401,F403
+from ..kernels.cuda.bias import bias_add, bias_grad  # noqa: E402,F401
+from ..kernels.cuda.dense import act_bias_grad, bias_act  # noqa: E402
+from ..kernels.cuda.losses import (  # noqa: E402,F401
+    bce_logits, mse, softmax_xent, softmax_xent_soft)
+from ..kernels.cuda.matmul import matmul, matmul_nt, matmul_tn  # noqa: E402,F401
+from ..kernels.cuda.optim import (  # noqa: E402,F401
+    clip_inplace, scale_inplace, sgd_momentum_update, sgd_update, sum_of_squares)
+from ..kernels.epilogue import EPILOGUE_CODES  # noqa: E402
+
+#: Where this backend's arrays live (see :mod:`fastnn.backends.memory`).
+MEMORY = "cuda"
+
+
+# --------------------------------------------------------------------------- memory
+def empty(shape, dtype):
+    return cuda.device_array(shape, dtype=np.dtype(dtype))
+
+
+def zeros(shape, dtype):
+    return cuda.to_device(np.zeros(shape, dtype=np.dtype(dtype)))
+
+
+def asarray(array, dtype):
+    """``array`` as a device array of ``dtype``: itself if it already is one, else a copy
+    to the device (the only host-to-device transfer of a training step: the batch)."""
+    dtype = np.dtype(dtype)
+    if is_device_array(array):
+        if array.dtype == dtype:
+            return array
+        array = array.copy_to_host()
+    return cuda.to_device(np.ascontiguousarray(array, dtype=dtype))
+
+
+def to_numpy(array):
+    return to_host(array)
+
+
+# --------------------------------------------------------------------------- fused dense
+_no_bias = {}
+
+
+def _bias_or_empty(bias, dtype):
+    if bias is not None:
+        return bias
+    if dtype not in _no_bias:
+        _no_bias[dtype] = cuda.device_array(0, dtype=dtype)
+    return _no_bias[dtype]
+
+
+def _two(params):
+    return (float(params[0]) if params else 0.0, float(params[1]) if len(params) > 1 else 0.0)
+
+
+def dense_forward(x, w, bias, out, activation, *params):
+    """``out = f(x @ w + bias)``: the tiled GEMM, then bias and activation in one pass
+    over the output, in place."""
+    p0, p1 = _two(params)
+    matmul(x, w, out)
+    bias_act(out, _bias_or_empty(bias, out.dtype), out, EPILOGUE_CODES[activation], p0, p1)
+    return out
+
+
+def dense_backward(dy, x, w, y, dz, dw, db, dx, accumulate_w, accumulate_b, activation,
+                   *params):
+    """``dz = dy * f'(z)`` (from ``y``) and the bias gradient in one kernel, then the two
+    gradient GEMMs."""
+    p0, p1 = _two(params)
+    act_bias_grad(dy, y, dz, _bias_or_empty(db, dy.dtype), EPILOGUE_CODES[activation], p0, p1,
+                  accumulate_b)
+    matmul_tn(x, dz, dw, accumulate_w)
+    if dx is not None:
+        matmul_nt(dz, w, dx)
+    return dx

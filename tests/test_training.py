@@ -1,6 +1,9 @@
 """compile/fit/evaluate/predict, reproducibility, state_dict, optimiser behaviour."""
-import io
 import contextlib
+import io
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -143,10 +146,29 @@ def test_backend_selection():
         assert fnn.get_backend().name == "numpy"
     finally:
         fnn.set_backend("numba")
-    with pytest.raises(ValueError, match="valid names: numba, numpy"):
+    with pytest.raises(ValueError, match="valid names: numba, numpy, cuda"):
         fnn.get_backend("tpu")
     model = make_model(backend="numpy")
     assert model.backend == "numpy"
+
+
+def test_cuda_without_a_gpu_is_one_clear_error():
+    """Where no GPU/driver exists, asking for "cuda" says what is missing and how to
+    install it (in a fresh process: the simulator variable must not be set)."""
+    code = ("import fastnn as fnn\n"
+            "try:\n"
+            "    fnn.Sequential(fnn.Linear(2, 2), backend='cuda')\n"
+            "except fnn.BackendUnavailableError as exc:\n"
+            "    print('ERROR', exc)\n"
+            "else:\n"
+            "    print('GPU')\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True).stdout
+    if out.startswith("GPU"):
+        pytest.skip("this machine has a usable CUDA GPU")
+    assert "NVIDIA GPU" in out and 'pip install "fastnn[cuda]"' in out
+    assert "NUMBA_ENABLE_CUDASIM=1" in out
 
 
 def test_divergence_is_an_error():

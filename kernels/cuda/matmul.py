@@ -31,8 +31,14 @@ TILE = 64
 REG = TILE // SIDE
 #: Depth (along the reduction dimension) of the shared-memory tiles.
 DEPTH = 16
-#: Elements of one operand tile each thread loads per step.
+#: Elements of one operand tile each thread loads per step: the block reads the
+#: ``DEPTH x TILE`` tile in _LOADS passes of SIDE * SIDE elements, each pass covering
+#: _K_PER_PASS values of k when reading along m or n, or _MN_PER_PASS rows (of m or n)
+#: when reading along k.
 _LOADS = TILE * DEPTH // (SIDE * SIDE)
+_K_PER_PASS = SIDE * SIDE // TILE
+_MN_PER_PASS = SIDE * SIDE // DEPTH
+assert TILE == SIDE * REG and _K_PER_PASS * TILE == _MN_PER_PASS * DEPTH == SIDE * SIDE
 # Shared rows are TILE + 1 long: a transposing store then walks the banks with stride 65.
 _PADDED = TILE + 1
 
@@ -63,25 +69,25 @@ def _make_kernel(a_transposed, b_transposed, dtype):
             for p in range(_LOADS):
                 if a_transposed:            # a is (depth, n_rows): contiguous along m
                     m = tid % TILE
-                    k = tid // TILE + p * (SIDE * SIDE // TILE)
+                    k = tid // TILE + p * _K_PER_PASS
                     gm = row0 + m
                     gk = k0 + k
                     a_tile[k, m] = a[gk, gm] if gk < depth and gm < n_rows else zero
                 else:                       # a is (n_rows, depth): contiguous along k
                     k = tid % DEPTH
-                    m = tid // DEPTH + p * (SIDE * SIDE // DEPTH)
+                    m = tid // DEPTH + p * _MN_PER_PASS
                     gm = row0 + m
                     gk = k0 + k
                     a_tile[k, m] = a[gm, gk] if gk < depth and gm < n_rows else zero
                 if b_transposed:            # b is (n_cols, depth): contiguous along k
                     k = tid % DEPTH
-                    n = tid // DEPTH + p * (SIDE * SIDE // DEPTH)
+                    n = tid // DEPTH + p * _MN_PER_PASS
                     gn = col0 + n
                     gk = k0 + k
                     b_tile[k, n] = b[gn, gk] if gk < depth and gn < n_cols else zero
                 else:                       # b is (depth, n_cols): contiguous along n
                     n = tid % TILE
-                    k = tid // TILE + p * (SIDE * SIDE // TILE)
+                    k = tid // TILE + p * _K_PER_PASS
                     gn = col0 + n
                     gk = k0 + k
                     b_tile[k, n] = b[gk, gn] if gk < depth and gn < n_cols else zero

@@ -1,0 +1,154 @@
+"""The "cuda" backend through the public API: same operations as the CPU backends, the
+same training results, parameters kept on the device, host state_dicts.
+
+Run under the simulator (``NUMBA_ENABLE_CUDASIM=1``) or on a GPU; shapes are tiny
+because every simulated GPU thread is a Python thread.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn.backends import OPERATIONS
+from fastnn.backends.memory import is_device_array
+from cudatest import needs_cuda
+
+pytestmark = needs_cuda
+
+
+def _data(n=24, features=7, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, features))
+    y = rng.integers(0, classes, n)
+    return x, y
+
+
+def _model(backend, dtype="float64", seed=3):
+    return fnn.Sequential(fnn.Linear(7, 5, init="he_normal", bias_init=0.01), fnn.ReLU(),
+                          fnn.Linear(5, 4), fnn.Tanh(), fnn.Linear(4, 3),
+                          dtype=dtype, backend=backend, seed=seed)
+
+
+def test_cuda_backend_provides_every_operation():
+    cuda_ops = fnn.get_backend("cuda")
+    numba_ops = fnn.get_backend("numba")
+    assert cuda_ops.memory == "cuda"
+    for op in OPERATIONS:          # no deliberate gaps
+        assert callable(getattr(cuda_ops, op)) and callable(getattr(numba_ops, op))
+
+
+def test_parameters_live_on_the_device_and_state_dict_is_host():
+    model = _model("cuda")
+    assert all(is_device_array(p.data) for p in model.parameters())
+    state = model.state_dict()
+    assert all(type(v) is np.ndarray for v in state.values())
+    reference = _model("numba").state_dict()
+    for name in state:
+        np.testing.assert_array_equal(state[name], reference[name])    # same seed, same init
+    doubled = {k: 2 * v for k, v in state.items()}
+    model.load_state_dict(doubled)
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, doubled[name])
+    model.to("numba")
+    assert not any(is_device_array(p.data) for p in model.parameters())
+    np.testing.assert_array_equal(model.state_dict()["0.weight"], doubled["0.weight"])
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-10), ("float32", 2e-4)])
+def test_short_training_run_matches_the_cpu_backend(dtype, rtol):
+    x, y = _data()
+    histories, weights = {}, {}
+    for backend in ("numba", "cuda"):
+        model = _model(backend, dtype)
+        model.compile(optimizer=fnn.SGD(lr=0.1, momentum=0.9, clip_norm=5.0),
+                      loss="cross_entropy", metrics=["accuracy"])
+        histories[backend] = model.fit(x, y, epochs=2, batch_size=16, shuffle=True, seed=1,
+                                       verbose=0).history
+        weights[backend] = model.state_dict()
+        if backend == "cuda":
+            proba = model.predict_proba(x[:5])
+            labels = model.predict(x[:5])
+            assert type(proba) is np.ndarray and type(labels) is np.ndarray
+            np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
+            np.testing.assert_array_equal(labels, proba.argmax(axis=1))
+    np.testing.assert_allclose(histories["cuda"]["loss"], histories["numba"]["loss"], rtol=rtol)
+    assert histories["cuda"]["accuracy"] == histories["numba"]["accuracy"]
+    for name in weights["numba"]:
+        np.testing.assert_allclose(weights["cuda"][name], weights["numba"][name], rtol=rtol,
+                                   atol=rtol)
+
+
+def test_a_training_step_moves_only_the_batch_and_the_loss(monkeypatch):
+    """Per step: the batch and its labels go to the device, the loss value comes back;
+    parameters, gradients, optimiser state and activations never leave the device."""
+    from numba import cuda
+    x, y = _data(n=16)
+    model = _model("cuda")
+    model.compile(optimizer=fnn.SGD(lr=0.1, momentum=0.9), loss="cross_entropy")
+    model.fit(x[:8], y[:8], epochs=1, batch_size=8, verbose=0)     # warm-up: state placed
+    counts = {"to_device": 0, "to_host": 0}
+    real_to_device = cuda.to_device
+    array_type = type(model[0].weight.data)
+    real_to_host = array_type.copy_to_host
+
+    def to_device(*args, **kwargs):
+        counts["to_device"] += 1
+        return real_to_device(*args, **kwargs)
+
+    def to_host(self, *args, **kwargs):
+        counts["to_host"] += 1
+        return real_to_host(self, *args, **kwargs)
+
+    monkeypatch.setattr(cuda, "to_device", to_device)
+    monkeypatch.setattr(array_type, "copy_to_host", to_host)
+    model.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)   # two steps
+    assert counts == {"to_device": 4, "to_host": 2}
+
+
+def test_device_arrays_through_the_explicit_protocol():
+    from numba import cuda
+    x, y = _data(n=9)
+    model = _model("cuda")
+    logits = model(cuda.to_device(x))
+    assert is_device_array(logits)
+    loss, grad = fnn.CrossEntropyLoss()(logits, y)
+    assert is_device_array(grad) and np.isfinite(loss)
+    model.zero_grad()
+    model.backward(grad)
+    cpu = _model("numba")
+    cpu_loss, cpu_grad = fnn.CrossEntropyLoss()(cpu(x), y)
+    cpu.zero_grad()
+    cpu.backward(cpu_grad)
+    assert loss == pytest.approx(cpu_loss, rel=1e-10)
+    for p, q in zip(model.parameters(), cpu.parameters()):
+        np.testing.assert_allclose(p.grad.copy_to_host(), q.grad, rtol=1e-9, atol=1e-12)
+    with pytest.raises(TypeError, match="float32 device array"):
+        model(cuda.to_device(x.astype(np.float32)))
+    with pytest.raises(ValueError, match="features"):
+        model(cuda.to_device(np.ascontiguousarray(x[:, :3])))
+
+
+def test_save_and_load_a_cuda_model(tmp_path):
+    x, y = _data(n=8)
+    model = _model("cuda")
+    model.compile(optimizer=fnn.SGD(lr=0.1, momentum=0.9), loss="cross_entropy")
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    path = tmp_path / "model.npz"
+    model.save(path)
+    loaded = fnn.load(path)
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(loaded.state_dict()[name], value)
+
+
+def test_importing_fastnn_does_not_import_cuda():
+    code = ("import sys, numpy as np, fastnn as fnn\n"
+            "m = fnn.Sequential(fnn.Linear(3, 2), fnn.ReLU(), seed=0)\n"
+            "m(np.ones((2, 3)))\n"
+            "print(sorted(k for k in sys.modules if 'cuda' in k))\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True).stdout.strip()
+    assert out == "[]"

@@ -167,7 +167,7 @@ def test_cuda_without_a_gpu_is_one_clear_error():
                          env=env, check=True).stdout
     if out.startswith("GPU"):
         pytest.skip("this machine has a usable CUDA GPU")
-    assert "NVIDIA GPU" in out and 'pip install "fastnn[cuda]"' in out
+    assert "NVIDIA GPU" in out and 'pip install "fastnn[cuda13]"' in out
     assert "NUMBA_ENABLE_CUDASIM=1" in out
 
 

@@ -17,8 +17,9 @@ import numpy as np
 from . import BackendUnavailableError
 from .memory import is_device_array, to_host
 
-_INSTALL = ('install the GPU support with  python -m pip install "fastnn[cuda]"  (NVIDIA\'s '
-            'numba-cuda) on a machine with an NVIDIA GPU and driver, or use backend="numba"')
+_INSTALL = ('install the GPU support with  python -m pip install "fastnn[cuda13]"  (or '
+            '[cuda12], matching the driver: NVIDIA\'s numba-cuda with NVVM) on a machine with '
+            'an NVIDIA GPU and driver, or use backend="numba"')
 
 
 def _require_cuda():

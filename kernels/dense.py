@@ -22,12 +22,15 @@ step                 0 (forward-only)
 GELU and the Gaussian are not functions of their output alone; layers using them are
 not fused.
 """
-import math
-
+import numpy as np
 from numba import prange
 
-from ._jit import parallel_kernel, kernel
+from . import vmath
+from ._jit import kernel, parallel_kernel
 from .epilogue import EPILOGUE_CODES
+
+# 'contract' lets LLVM fuse multiply-adds (rounding only, as in the activation kernels).
+_FLAGS = {"contract"}
 
 #: Activations whose derivative :func:`act_bias_grad` computes from the output.
 FROM_OUTPUT = frozenset({"identity", "relu", "leaky_relu", "elu", "sigmoid", "tanh",
@@ -43,62 +46,92 @@ _SOFTPLUS = EPILOGUE_CODES["softplus"]
 _PIECEWISE = EPILOGUE_CODES["piecewise_linear"]
 _STEP = EPILOGUE_CODES["step"]
 
-# Columns per task: a few cache lines of each row, so the column sums of one task stay
-# in registers/L1 while the task walks down the rows.
-_COLUMN_BLOCK = 128
+# Columns per task: one row segment of each array is a few cache lines, and the task's
+# column sums (a 256-byte scratch) stay in L1 while it walks down the rows.  Measured on
+# 2048 x 512 float32 (ReLU): 64 columns 0.20 ms, 128: 0.24 ms, 256: 0.34 ms.
+_COLUMN_BLOCK = 64
 # Below this many elements the pass runs on one thread (waking the pool costs more).
 _SERIAL_ELEMENTS = 1 << 15
 
 
+@kernel(fastmath=_FLAGS, inline="always")
+def _grad_row(dyi, yi, dzi, acc, act, a, b):
+    """One row segment: ``dzi = dyi * f'(yi)`` and ``acc += dzi``.
+
+    The rows are 1-D slices indexed from 0, so LLVM sees unit-stride, non-negative
+    indices and vectorises each loop (2-D ``dz[i, j]`` indexing with a column offset
+    kept every loop scalar: 18x slower on 2048 x 512).  ``dzi`` may be ``dyi``.
+    """
+    t = dyi.dtype.type
+    zero, one = t(0), t(1)
+    n = dzi.size
+    if act == _IDENTITY:
+        for j in range(n):
+            v = dyi[j]
+            dzi[j] = v
+            acc[j] += v
+    elif act == _RELU:
+        for j in range(n):
+            v = dyi[j] if yi[j] > zero else zero
+            dzi[j] = v
+            acc[j] += v
+    elif act == _LEAKY:
+        for j in range(n):
+            v = dyi[j] if yi[j] > zero else a * dyi[j]
+            dzi[j] = v
+            acc[j] += v
+    elif act == _ELU:
+        for j in range(n):
+            u = yi[j]
+            v = dyi[j] if u > zero else dyi[j] * (u + a)
+            dzi[j] = v
+            acc[j] += v
+    elif act == _SIGMOID:
+        for j in range(n):
+            u = yi[j]
+            v = dyi[j] * a * u * (one - u)
+            dzi[j] = v
+            acc[j] += v
+    elif act == _TANH:
+        for j in range(n):
+            u = yi[j]
+            v = dyi[j] * (one - u * u)
+            dzi[j] = v
+            acc[j] += v
+    elif act == _SOFTPLUS:
+        for j in range(n):
+            v = -dyi[j] * vmath.expm1(-yi[j])
+            dzi[j] = v
+            acc[j] += v
+    elif act == _PIECEWISE:
+        inv_width = one / (b - a)
+        for j in range(n):
+            u = yi[j]
+            v = dyi[j] * inv_width if (u > zero and u < one) else zero
+            dzi[j] = v
+            acc[j] += v
+    else:  # step: no gradient flows
+        for j in range(n):
+            dzi[j] = zero
+
+
 @kernel
 def _grad_columns(dy, y, dz, db, act, p0, p1, accumulate, has_bias, j0, j1):
-    """``dz[:, j0:j1]`` and ``db[j0:j1]`` (see :func:`act_bias_grad`)."""
-    n_rows = dy.shape[0]
+    """``dz[:, j0:j1]`` and ``db[j0:j1]`` (see :func:`act_bias_grad`): one pass down the
+    rows, the column sums kept in a small scratch and added in row order."""
     t = dy.dtype.type
-    zero, one = t(0), t(1)
     a, b = t(p0), t(p1)
-    for i in range(n_rows):
-        # One loop per activation: the branch is taken once per row, and each loop
-        # body is a simple select/multiply that LLVM vectorises.
-        if act == _IDENTITY:
-            for j in range(j0, j1):
-                dz[i, j] = dy[i, j]
-        elif act == _RELU:
-            for j in range(j0, j1):
-                dz[i, j] = dy[i, j] if y[i, j] > zero else zero
-        elif act == _LEAKY:
-            for j in range(j0, j1):
-                dz[i, j] = dy[i, j] if y[i, j] > zero else a * dy[i, j]
-        elif act == _ELU:
-            for j in range(j0, j1):
-                v = y[i, j]
-                dz[i, j] = dy[i, j] if v > zero else dy[i, j] * (v + a)
-        elif act == _SIGMOID:
-            for j in range(j0, j1):
-                v = y[i, j]
-                dz[i, j] = dy[i, j] * a * v * (one - v)
-        elif act == _TANH:
-            for j in range(j0, j1):
-                v = y[i, j]
-                dz[i, j] = dy[i, j] * (one - v * v)
-        elif act == _SOFTPLUS:
-            for j in range(j0, j1):
-                dz[i, j] = -dy[i, j] * math.expm1(-y[i, j])
-        elif act == _PIECEWISE:
-            inv_width = one / (b - a)
-            for j in range(j0, j1):
-                v = y[i, j]
-                dz[i, j] = dy[i, j] * inv_width if (v > zero and v < one) else zero
-        else:  # step: no gradient flows
-            for j in range(j0, j1):
-                dz[i, j] = zero
+    acc = np.zeros(j1 - j0, dy.dtype)
+    for i in range(dy.shape[0]):
+        _grad_row(dy[i, j0:j1], y[i, j0:j1], dz[i, j0:j1], acc, act, a, b)
     if has_bias:
-        if not accumulate:
-            for j in range(j0, j1):
-                db[j] = zero
-        for i in range(n_rows):
-            for j in range(j0, j1):
-                db[j] += dz[i, j]
+        dbs = db[j0:j1]
+        if accumulate:
+            for j in range(acc.size):
+                dbs[j] += acc[j]
+        else:
+            for j in range(acc.size):
+                dbs[j] = acc[j]
 
 
 @parallel_kernel

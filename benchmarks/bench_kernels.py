@@ -34,6 +34,20 @@ class SquareGEMM:
         self.fn()
 
 
+class Dense:
+    """The fused dense layer 784->512 with ReLU (bias and activation in the GEMM epilogue;
+    backward: activation derivative and bias gradient in one pass, then the two GEMMs)."""
+    params = (["forward", "backward"], bench.BATCHES, BACKENDS)
+    param_names = ["direction", "batch", "backend"]
+
+    def setup(self, direction, batch, backend):
+        self.fn = bench.dense_case(direction, batch).run[backend]
+        self.fn()
+
+    def time_dense(self, direction, batch, backend):
+        self.fn()
+
+
 class Activations:
     """Every activation of the registry, forward and backward, on 512x512 and 2048x512."""
     params = (sorted(ACTIVATIONS), ["forward", "backward"], ["512x512", "2048x512"], BACKENDS)

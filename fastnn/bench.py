@@ -193,6 +193,38 @@ def activation_case(name, direction, shape=(512, 512), dtype=np.float32, target=
                 target=target)
 
 
+def dense_case(direction, batch, fan_in=784, fan_out=512, activation="relu",
+               dtype=np.float32, target=1.3):
+    """The fused dense layer ``y = f(x @ W + b)``: forward (GEMM with bias and activation
+    in the epilogue), or backward (``dz``, ``db``, ``dW`` and ``dx``), against the NumPy
+    backend's unfused version."""
+    from .backends import get_backend
+    rng = _rng()
+    x = rng.standard_normal((batch, fan_in)).astype(dtype)
+    w = (rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)).astype(dtype)
+    b = (0.1 * rng.standard_normal(fan_out)).astype(dtype)
+    y = get_backend("numpy").dense_forward(x, w, b, np.empty((batch, fan_out), dtype),
+                                           activation)
+    dy = rng.standard_normal((batch, fan_out)).astype(dtype)
+    run = {}
+    for name in ("numba", "numpy"):
+        be = get_backend(name)
+        if direction == "forward":
+            out = np.empty((batch, fan_out), dtype)
+            run[name] = lambda be=be, out=out: be.dense_forward(x, w, b, out, activation)
+        else:
+            dz, dx = np.empty_like(dy), np.empty_like(x)
+            dw, db = np.empty_like(w), np.empty_like(b)
+
+            def backward(be=be, dz=dz, dw=dw, db=db, dx=dx):
+                be.dense_backward(dy, x, w, y, dz, dw, db, dx, False, False, activation)
+                return dw, db, dx
+            run[name] = backward
+    flops = 2.0 * batch * fan_in * fan_out * (1 if direction == "forward" else 2)
+    return Case("dense", f"{activation} {direction}", f"B={batch} {fan_in}->{fan_out}", run,
+                flops, target)
+
+
 def loss_case(loss, batch, classes=10, dtype=np.float32, target=2.0):
     from .backends import get_backend
     rng = _rng()
@@ -331,6 +363,9 @@ def all_cases(quick=False):
     cases = gemm_cases()
     if quick:
         cases = [c for c in cases if c.shape.startswith(("(128,", "(512,512)"))]
+    for direction in ("forward", "backward"):
+        for batch in BATCHES:
+            cases.append(dense_case(direction, batch))
     for name in ACTIVATIONS:
         for direction in ("forward", "backward"):
             cases.append(activation_case(name, direction))

@@ -19,6 +19,17 @@ def test_gemm(benchmark, layout, batch):
     np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+@pytest.mark.parametrize("batch", [1, 32, 2048])
+def test_dense(benchmark, direction, batch):
+    case = bench.dense_case(direction, batch)
+    expected = case.run["numpy"]()
+    expected = [a.copy() for a in expected] if direction == "backward" else expected.copy()
+    result = benchmark(case.run["numba"])
+    for got, want in zip(result, expected) if direction == "backward" else [(result, expected)]:
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+
+
 @pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "gelu"])
 @pytest.mark.parametrize("direction", ["forward", "backward"])
 def test_activation(benchmark, name, direction):

@@ -30,6 +30,7 @@ class Result:
     baseline_ms: float
     baseline: str = "numpy"
     gflops: float = None
+    peak_pct: float = None
     target: float = None
     notes: str = ""
     ratio: float = field(init=False)
@@ -129,13 +130,17 @@ def to_markdown(results, env):
              f"Python {env['python']}, NumPy {env['numpy']}, Numba {env['numba']}, "
              f"BLAS {env['blas']}" + (f", PyTorch {env['torch']}" if "torch" in env else ""),
              "",
-             "| group | case | shape | threads | fastnn ms | baseline ms | baseline | ratio | GFLOP/s | target | met |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"Peak (measured FMA throughput): {env.get('peak_gflops_per_core', 0):.0f} "
+             "GFLOP/s per core, float32.",
+             "",
+             "| group | case | shape | threads | fastnn ms | baseline ms | baseline | ratio | GFLOP/s | % of peak | target | met |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(
             f"| {r.group} | {r.case} | {r.shape} | {r.threads} | {r.fastnn_ms:.4g} | "
             f"{r.baseline_ms:.4g} | {r.baseline} | {r.ratio:.2f}x | "
             f"{'' if r.gflops is None else f'{r.gflops:.1f}'} | "
+            f"{'' if r.peak_pct is None else f'{r.peak_pct:.0f}%'} | "
             f"{'' if r.target is None else f'>= {r.target:g}x'} | "
             f"{'' if r.met is None else ('yes' if r.met else '**no**')} |")
     return "\n".join(lines) + "\n"
@@ -288,7 +293,9 @@ def training_step_case(batch, target=None, dtype=np.float32):
             model.backward(grad)
             opt.step()
         run[backend] = step
-    flops = 6.0 * batch * sum(a * b for a, b in zip(MLP_WIDTHS[:-1], MLP_WIDTHS[1:]))
+    # forward x @ W and backward dW for every layer, dx for all but the first
+    weights = [a * b for a, b in zip(MLP_WIDTHS[:-1], MLP_WIDTHS[1:])]
+    flops = 2.0 * batch * (3 * sum(weights) - weights[0])
     return Case("training step", "mlp 784-512-256-10", f"B={batch}", run, flops, target,
                 data=models)
 
@@ -317,6 +324,47 @@ def torch_step_case(batch):
         loss.backward()
         opt.step()
     return step
+
+
+def fma_peak_gflops(seconds=0.2):
+    """Float32 FMA throughput of one core in GFLOP/s, measured: twelve independent vector
+    accumulators (enough to hide the FMA latency) in the SIMD type the GEMM uses."""
+    import numba
+    from .kernels.simd_vectors import lanes, vfma, vsplat, vstore
+
+    @numba.njit
+    def fmas(n, x):
+        one = vsplat(np.float32(1.0000001))
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = a9 = a10 = a11 = vsplat(x)
+        for _ in range(n):
+            a0 = vfma(a0, one, one)
+            a1 = vfma(a1, one, one)
+            a2 = vfma(a2, one, one)
+            a3 = vfma(a3, one, one)
+            a4 = vfma(a4, one, one)
+            a5 = vfma(a5, one, one)
+            a6 = vfma(a6, one, one)
+            a7 = vfma(a7, one, one)
+            a8 = vfma(a8, one, one)
+            a9 = vfma(a9, one, one)
+            a10 = vfma(a10, one, one)
+            a11 = vfma(a11, one, one)
+        out = np.empty(64, np.float32)
+        vstore(out, 0, vfma(a0, a1, vfma(a2, a3, vfma(a4, a5, vfma(a6, a7, vfma(
+            a8, a9, vfma(a10, a11, vsplat(x))))))))
+        return lanes(out)
+
+    width = fmas(10, np.float32(0))
+    n, best = 1 << 20, 0.0
+    while True:
+        start = time.perf_counter()
+        fmas(n, np.float32(0))
+        elapsed = time.perf_counter() - start
+        best = max(best, n * 12 * width * 2 / elapsed / 1e9)
+        if elapsed > seconds / 4:
+            break
+        n *= 4
+    return best
 
 
 def compile_times():
@@ -387,16 +435,20 @@ def run(quick=False, out_dir="bench-results", stream=sys.stdout):
               "OPENBLAS_L2_SIZE fastnn bench", file=stream)
     results = []
     default_threads = numba.get_num_threads()
+    env["peak_gflops_per_core"] = peak = fma_peak_gflops()
+    print(f"measured float32 FMA peak: {peak:.0f} GFLOP/s per core", file=stream)
     for case in all_cases(quick):
         with threads(case.threads or default_threads):
             fast, base = compare(case.run["numba"], case.run["numpy"])
         gflops = case.flops / fast / 1e9 if case.flops else None
-        r = Result(case.group, case.name, case.shape, case.threads or default_threads,
-                   fast * 1e3, base * 1e3, gflops=gflops, target=case.target)
+        n_threads = case.threads or default_threads
+        r = Result(case.group, case.name, case.shape, n_threads, fast * 1e3, base * 1e3,
+                   gflops=gflops, target=case.target,
+                   peak_pct=None if gflops is None else 100 * gflops / (peak * n_threads))
         results.append(r)
         print(f"{r.group:14s} {r.case:24s} {r.shape:22s} t={r.threads} "
               f"{r.fastnn_ms:9.4f} ms vs {r.baseline_ms:9.4f} ms  {r.ratio:5.2f}x"
-              + (f"  {gflops:6.1f} GFLOP/s" if gflops else "")
+              + (f"  {gflops:6.1f} GFLOP/s ({r.peak_pct:3.0f}% of peak)" if gflops else "")
               + ("" if r.met is None else ("  met" if r.met else "  NOT MET")), file=stream)
     try:
         import torch

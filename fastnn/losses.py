@@ -49,8 +49,9 @@ class Loss:
     def predict_proba(self, outputs, backend):
         raise TypeError(f"{type(self).__name__} does not produce probabilities")
 
-    def correct(self, outputs, targets):
-        """Number of correct predictions in a batch (for the accuracy metric)."""
+    def correct(self, outputs, targets, backend):
+        """Number of correct predictions in a batch (for the accuracy metric), computed
+        where the outputs live."""
         raise TypeError(f"accuracy is not defined for {type(self).__name__}")
 
     def __repr__(self):
@@ -87,9 +88,10 @@ class CrossEntropyLoss(Loss):
     def predict_proba(self, outputs, backend):
         return backend.softmax_forward(outputs, backend.empty(outputs.shape, outputs.dtype))
 
-    def correct(self, outputs, targets):
-        labels = targets if targets.ndim == 1 else np.argmax(targets, axis=1)
-        return int(np.count_nonzero(np.argmax(outputs, axis=1) == labels))
+    def correct(self, outputs, targets, backend):
+        if targets.ndim == 1:
+            return backend.argmax_matches(outputs, targets)
+        return backend.argmax_matches_soft(outputs, targets)
 
 
 class BCEWithLogitsLoss(Loss):
@@ -113,8 +115,8 @@ class BCEWithLogitsLoss(Loss):
     def predict_proba(self, outputs, backend):
         return backend.sigmoid_forward(outputs, backend.empty(outputs.shape, outputs.dtype), 1.0)
 
-    def correct(self, outputs, targets):
-        return int(np.count_nonzero((outputs >= 0) == (targets >= 0.5))) / outputs.shape[1]
+    def correct(self, outputs, targets, backend):
+        return backend.sign_matches(outputs, targets) / outputs.shape[1]
 
 
 class MSELoss(Loss):

@@ -100,17 +100,12 @@ class TrainingMixin:
         return x, y
 
     def _batch_metrics(self, outputs, y, sums, backend):
-        """Add a batch's metric sums; ``y`` is the host copy of the targets.  On a GPU
-        backend the outputs (batch x outputs) are copied to the host for this, only when
-        metrics were asked for."""
-        if not self.metrics:
-            return
-        outputs = backend.to_numpy(outputs)
+        """Add a batch's metric sums, computed where the outputs live (on a GPU one
+        scalar per metric comes back, not the outputs)."""
         if "accuracy" in self.metrics:
-            sums["accuracy"] = sums.get("accuracy", 0.0) + self.loss.correct(outputs, y)
+            sums["accuracy"] = sums.get("accuracy", 0.0) + self.loss.correct(outputs, y, backend)
         if "mae" in self.metrics:
-            sums["mae"] = sums.get("mae", 0.0) + float(
-                np.abs(outputs - y).mean(axis=1).sum())
+            sums["mae"] = sums.get("mae", 0.0) + backend.abs_error_sum(outputs, y) / outputs.shape[1]
 
     def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, shuffle=True,
             seed=None, verbose=1):
@@ -157,7 +152,8 @@ class TrainingMixin:
             loss_sum, seen, sums = 0.0, 0, {}
             for xb, yb in batches(x, y, batch_size, shuffle=shuffle, seed=rng):
                 outputs = self._forward(_to(backend, xb), backend)
-                loss, grad = self.loss._compute(outputs, _to(backend, yb), backend)
+                yb = _to(backend, yb)
+                loss, grad = self.loss._compute(outputs, yb, backend)
                 if not math.isfinite(loss):
                     raise TrainingDivergedError(
                         f"loss became {loss} at epoch {epoch}, sample {seen}; lower the "
@@ -184,7 +180,8 @@ class TrainingMixin:
         loss_sum, sums = 0.0, {}
         for xb, yb in batches(x, y, batch_size):
             outputs = self._forward(_to(backend, xb), backend)
-            loss, _ = self.loss._compute(outputs, _to(backend, yb), backend)
+            yb = _to(backend, yb)
+            loss, _ = self.loss._compute(outputs, yb, backend)
             loss_sum += loss * xb.shape[0]
             self._batch_metrics(outputs, yb, sums, backend)
         n = x.shape[0]

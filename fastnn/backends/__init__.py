@@ -27,6 +27,7 @@ OPERATIONS = (
     + ("softmax_xent", "softmax_xent_soft", "bce_logits", "mse")
     + ("sgd_update", "sgd_momentum_update", "sum_of_squares", "scale_inplace", "clip_inplace")
     + ("dense_forward", "dense_backward")
+    + ("argmax_matches", "argmax_matches_soft", "sign_matches", "abs_error_sum")
 )
 
 # name -> module that provides OPERATIONS; imported lazily so that e.g. CUDA is only

@@ -51,6 +51,8 @@ from ..kernels.cuda.bias import bias_add, bias_grad  # noqa: E402,F401
 from ..kernels.cuda.dense import act_bias_grad, bias_act  # noqa: E402
 from ..kernels.cuda.losses import (  # noqa: E402,F401
     bce_logits, mse, softmax_xent, softmax_xent_soft)
+from ..kernels.cuda.metrics import (  # noqa: E402,F401
+    abs_error_sum, argmax_matches, argmax_matches_soft, sign_matches)
 from ..kernels.cuda.matmul import matmul, matmul_nt, matmul_tn  # noqa: E402,F401
 from ..kernels.cuda.optim import (  # noqa: E402,F401
     clip_inplace, scale_inplace, sgd_momentum_update, sgd_update, sum_of_squares)

@@ -6,6 +6,9 @@ compositions of kernels that translate activation names into the kernels' codes.
 import numpy as np
 
 from ..kernels.activations import *  # noqa: F401,F403
+# Metric sums run once per batch on (batch x classes) outputs: NumPy's are fine here.
+from .numpy_ops import (  # noqa: F401
+    abs_error_sum, argmax_matches, argmax_matches_soft, sign_matches)
 from ..kernels.bias import bias_add, bias_grad  # noqa: F401
 from ..kernels.dense import act_bias_grad
 from ..kernels.epilogue import EPILOGUE_CODES

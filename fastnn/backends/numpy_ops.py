@@ -226,6 +226,27 @@ def mse(pred, targets, grad):
     return float((diff.astype(np.float64) ** 2).mean())
 
 
+# --------------------------------------------------------------------------- metric sums
+def argmax_matches(outputs, labels):
+    """Rows whose largest output is at the integer label."""
+    return int(np.count_nonzero(np.argmax(outputs, axis=1) == labels))
+
+
+def argmax_matches_soft(outputs, targets):
+    """Rows whose largest output is where the target row is largest."""
+    return int(np.count_nonzero(np.argmax(outputs, axis=1) == np.argmax(targets, axis=1)))
+
+
+def sign_matches(outputs, targets):
+    """Elements with ``(outputs >= 0) == (targets >= 0.5)``."""
+    return int(np.count_nonzero((outputs >= 0) == (targets >= 0.5)))
+
+
+def abs_error_sum(outputs, targets):
+    """``sum |outputs - targets|``."""
+    return float(np.abs(outputs - targets).astype(np.float64).sum())
+
+
 # --------------------------------------------------------------------------- optimisers
 def sgd_update(param, grad, lr, weight_decay):
     param -= _cast(lr, param) * (grad + _cast(weight_decay, param) * param)

@@ -24,3 +24,24 @@ def signatures(template):
     """The float32 and float64 versions of a signature written with ``{t}`` for the
     floating type, e.g. ``"void({t}[:, ::1], {t}[:, ::1])"``."""
     return [template.format(t="float32"), template.format(t="float64")]
+
+
+def jit_family(functions, dtype):
+    """``{name: cuda.jit kernel}`` for kernel functions named ``<name>_kernel`` written
+    for one Numba float type; each is renamed ``<name>_<dtype>`` (names in PTX and
+    profiles)."""
+    from numba import cuda
+    kernels = {}
+    for fn in functions:
+        name = fn.__name__[:-len("_kernel")]
+        fn.__name__ = fn.__qualname__ = f"{name}_{dtype}"
+        kernels[name] = cuda.jit(fn)
+    return kernels
+
+
+def ptx_entries(kernels, templates):
+    """``PTX_SIGNATURES`` entries for ``kernels`` (``{"float32"|"float64": {name:
+    kernel}}``) and their signature ``templates`` (``{name: template}``)."""
+    return [(f"{name}_{dt}", kernels[dt][name].py_func, sig)
+            for name, template in templates.items()
+            for dt, sig in zip(("float32", "float64"), signatures(template))]

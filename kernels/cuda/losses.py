@@ -27,7 +27,7 @@ import math
 import numba
 from numba import cuda
 
-from ._common import THREADS, grid_1d, signatures
+from ._common import THREADS, grid_1d, jit_family, ptx_entries
 
 assert THREADS & (THREADS - 1) == 0, "block_sum needs a power-of-two block"
 
@@ -49,6 +49,15 @@ def block_sum(buffer, tid, value):
         cuda.syncthreads()
         step //= 2
     return buffer[0]
+
+
+@cuda.jit(device=True, inline="always")
+def store_block_sum(buffer, partials, tid, block, value):
+    """:func:`block_sum` of ``value``, written by thread 0 to ``partials[block]``.
+    (``tid``/``block`` are arguments: the simulator gives device functions no ``cuda``.)"""
+    total = block_sum(buffer, tid, value)
+    if tid == 0:
+        partials[block] = total
 
 
 def _make_kernels(dtype):
@@ -78,9 +87,7 @@ def _make_kernels(dtype):
             label = labels[i]
             grad[i, label] -= inv_n
             total += (m - logits[i, label]) + math.log(s)
-        total = block_sum(buffer, cuda.threadIdx.x, total)
-        if cuda.threadIdx.x == 0:
-            partials[cuda.blockIdx.x] = total
+        store_block_sum(buffer, partials, cuda.threadIdx.x, cuda.blockIdx.x, total)
 
     def softmax_xent_soft_kernel(logits, targets, grad, inv_n, partials):
         n_rows, n_cols = logits.shape
@@ -109,9 +116,7 @@ def _make_kernels(dtype):
             for j in range(n_cols):
                 grad[i, j] = grad[i, j] * scale - targets[i, j] * inv_n
             total += row + t_sum * math.log(s)
-        total = block_sum(buffer, cuda.threadIdx.x, total)
-        if cuda.threadIdx.x == 0:
-            partials[cuda.blockIdx.x] = total
+        store_block_sum(buffer, partials, cuda.threadIdx.x, cuda.blockIdx.x, total)
 
     def bce_logits_kernel(logits, targets, grad, inv_n, partials):
         buffer = cuda.shared.array(THREADS, dtype)
@@ -123,9 +128,7 @@ def _make_kernels(dtype):
             p = (one if z >= zero else e) / (one + e)
             grad[k] = (p - t) * inv_n
             total += (z if z > zero else zero) - z * t + math.log1p(e)
-        total = block_sum(buffer, cuda.threadIdx.x, total)
-        if cuda.threadIdx.x == 0:
-            partials[cuda.blockIdx.x] = total
+        store_block_sum(buffer, partials, cuda.threadIdx.x, cuda.blockIdx.x, total)
 
     def mse_kernel(pred, targets, grad, two_over_n, partials):
         buffer = cuda.shared.array(THREADS, dtype)
@@ -134,9 +137,7 @@ def _make_kernels(dtype):
             d = pred[k] - targets[k]
             grad[k] = two_over_n * d
             total += d * d
-        total = block_sum(buffer, cuda.threadIdx.x, total)
-        if cuda.threadIdx.x == 0:
-            partials[cuda.blockIdx.x] = total
+        store_block_sum(buffer, partials, cuda.threadIdx.x, cuda.blockIdx.x, total)
 
     def sum_partials_kernel(partials):
         # One block: each thread adds a strided slice, then the block tree; every read
@@ -150,13 +151,8 @@ def _make_kernels(dtype):
         if tid == 0:
             partials[0] = total
 
-    kernels = {}
-    for fn in (softmax_xent_kernel, softmax_xent_soft_kernel, bce_logits_kernel,
-               mse_kernel, sum_partials_kernel):
-        name = fn.__name__[:-len("_kernel")]
-        fn.__name__ = fn.__qualname__ = f"{name}_{dtype}"
-        kernels[name] = cuda.jit(fn)
-    return kernels
+    return jit_family((softmax_xent_kernel, softmax_xent_soft_kernel, bce_logits_kernel,
+                       mse_kernel, sum_partials_kernel), dtype)
 
 
 #: numpy dtype name -> {name: kernel}.
@@ -169,11 +165,7 @@ _SIGNATURES = {
     "mse": "void({t}[::1], {t}[::1], {t}[::1], {t}, {t}[::1])",
     "sum_partials": "void({t}[::1])",
 }
-PTX_SIGNATURES = [
-    (f"{name}_{dt}", _KERNELS[dt][name].py_func, sig)
-    for name, template in _SIGNATURES.items()
-    for dt, sig in zip(("float32", "float64"), signatures(template))
-]
+PTX_SIGNATURES = ptx_entries(_KERNELS, _SIGNATURES)
 
 
 def finish_sum(partials):

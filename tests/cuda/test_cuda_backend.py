@@ -82,12 +82,14 @@ def test_short_training_run_matches_the_cpu_backend(dtype, rtol):
 
 
 def test_a_training_step_moves_only_the_batch_and_the_loss(monkeypatch):
-    """Per step: the batch and its labels go to the device, the loss value comes back;
-    parameters, gradients, optimiser state and activations never leave the device."""
+    """Per step: the batch and its labels go to the device, the loss value (and the
+    accuracy count) come back; parameters, gradients, optimiser state and activations
+    never leave the device."""
     from numba import cuda
     x, y = _data(n=16)
     model = _model("cuda")
-    model.compile(optimizer=fnn.SGD(lr=0.1, momentum=0.9), loss="cross_entropy")
+    model.compile(optimizer=fnn.SGD(lr=0.1, momentum=0.9), loss="cross_entropy",
+                  metrics=["accuracy"])
     model.fit(x[:8], y[:8], epochs=1, batch_size=8, verbose=0)     # warm-up: state placed
     counts = {"to_device": 0, "to_host": 0}
     real_to_device = cuda.to_device
@@ -105,7 +107,7 @@ def test_a_training_step_moves_only_the_batch_and_the_loss(monkeypatch):
     monkeypatch.setattr(cuda, "to_device", to_device)
     monkeypatch.setattr(array_type, "copy_to_host", to_host)
     model.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)   # two steps
-    assert counts == {"to_device": 4, "to_host": 2}
+    assert counts == {"to_device": 4, "to_host": 4}
 
 
 def test_device_arrays_through_the_explicit_protocol():
@@ -153,3 +155,36 @@ def test_importing_fastnn_does_not_import_cuda():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_moving_a_model_between_gpu_and_cpu_keeps_training_state():
+    """``model.to`` moves parameters at once and the optimiser's momentum on its next
+    step, in both directions; training continues as if it had stayed on one device."""
+    x, y = _data(n=16)
+    runs = {}
+    for route in (("cuda", "numba"), ("numba", "numba")):
+        model = _model(route[0])
+        model.compile(optimizer=fnn.SGD(lr=0.1, momentum=0.9), loss="cross_entropy")
+        model.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+        model.to(route[1])
+        assert not any(is_device_array(p.data) for p in model.parameters())
+        model.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+        assert not any(is_device_array(v) for s in model.optimizer.state for v in s.values())
+        runs[route] = model.state_dict()
+    for name, value in runs[("numba", "numba")].items():
+        np.testing.assert_allclose(runs[("cuda", "numba")][name], value, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("loss, metric", [("bce_with_logits", "accuracy"), ("mse", "mae")])
+def test_other_losses_and_metrics_match_the_cpu_backend(loss, metric):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((12, 7))
+    y = (rng.random((12, 3)) > 0.5).astype(np.float64)
+    logs = {}
+    for backend in ("numba", "cuda"):
+        model = _model(backend)
+        model.compile(optimizer=fnn.SGD(lr=0.05), loss=loss, metrics=[metric])
+        logs[backend] = model.fit(x, y, epochs=1, batch_size=6, shuffle=False,
+                                  verbose=0).history
+    for key in ("loss", metric):
+        np.testing.assert_allclose(logs["cuda"][key], logs["numba"][key], rtol=1e-9)

@@ -1,0 +1,38 @@
+"""The metric sums of ``fit(metrics=[...])`` on the GPU against the NumPy backend."""
+import numpy as np
+import pytest
+
+from fastnn.backends import numpy_ops
+from cudatest import device_random, needs_cuda
+
+pytestmark = needs_cuda
+
+
+@pytest.mark.parametrize("rows, cols", [(1, 1), (7, 3), (37, 10), (300, 2)])
+def test_argmax_matches(rows, cols, dtype, rng):
+    from numba import cuda
+    from fastnn.kernels.cuda import metrics
+    host, outputs = device_random(rng, (rows, cols), dtype)
+    host[::3, :] = 0.5                               # ties: the first index wins
+    outputs = cuda.to_device(host)
+    labels = rng.integers(0, cols, rows)
+    labels[::2] = host[::2].argmax(axis=1)           # some matches for sure
+    assert metrics.argmax_matches(outputs, cuda.to_device(labels)) == \
+        numpy_ops.argmax_matches(host, labels)
+    soft_host = rng.random((rows, cols)).astype(dtype)
+    soft_host[::2] = host[::2]
+    assert metrics.argmax_matches_soft(outputs, cuda.to_device(soft_host)) == \
+        numpy_ops.argmax_matches_soft(host, soft_host)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (13, 3), (300, 1)])
+def test_sign_matches_and_abs_error_sum(shape, dtype, rng):
+    from numba import cuda
+    from fastnn.kernels.cuda import metrics
+    host, outputs = device_random(rng, shape, dtype)
+    targets = rng.random(shape).astype(dtype)
+    assert metrics.sign_matches(outputs, cuda.to_device(targets)) == \
+        numpy_ops.sign_matches(host, targets)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    assert metrics.abs_error_sum(outputs, cuda.to_device(targets)) == pytest.approx(
+        numpy_ops.abs_error_sum(host, targets), rel=rtol)

@@ -76,7 +76,13 @@ def main(argv=None):
     bench.add_argument("--out", default="bench-results", help="directory for bench.md/json")
     args = parser.parse_args(argv)
     if args.command == "train":
-        return _train(args)
+        from . import BackendUnavailableError, DatasetNotFoundError
+        try:
+            return _train(args)
+        except (BackendUnavailableError, DatasetNotFoundError, ValueError, TypeError) as exc:
+            # what the user asked for cannot run here: the reason, without a traceback
+            print(f"fastnn train: error: {exc}", file=sys.stderr)
+            return 2
     if args.command == "bench":
         if "OPENBLAS_THREAD_TIMEOUT" not in os.environ:
             # Interleaving NumPy and Numba calls on 2 cores: OpenBLAS threads must not keep

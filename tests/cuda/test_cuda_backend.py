@@ -127,6 +127,11 @@ def test_device_arrays_through_the_explicit_protocol():
     assert loss == pytest.approx(cpu_loss, rel=1e-10)
     for p, q in zip(model.parameters(), cpu.parameters()):
         np.testing.assert_allclose(p.grad.copy_to_host(), q.grad, rtol=1e-9, atol=1e-12)
+    # an optimiser without a backend steps where the parameters live
+    for m in (model, cpu):
+        fnn.SGD(m.parameters(), lr=0.1, momentum=0.9).step()
+    for name, value in cpu.state_dict().items():
+        np.testing.assert_allclose(model.state_dict()[name], value, rtol=1e-9, atol=1e-12)
     with pytest.raises(TypeError, match="float32 device array"):
         model(cuda.to_device(x.astype(np.float32)))
     with pytest.raises(ValueError, match="features"):

@@ -1,8 +1,11 @@
 """Matrix-multiply kernels for dense layers: forward ``X @ W`` (optionally fused with the
 bias and activation), backward ``dY @ W.T`` and the weight gradient ``X.T @ dY``.
 
-Public functions (thin Python wrappers around one compiled core, see "Compile time"; the
-micro-kernels and packing routines live in :mod:`.gemm_tiles`):
+Public functions (thin Python wrappers around one compiled core, see "Compile time"). The
+code is in three modules: this one (dispatch, threads, the public functions),
+:mod:`.gemm_task` (one block of the output: blocking, packing, epilogue; the blocking
+parameters ``MR``, ``NRV``, ``KC_BYTES``, ``MC``, ``NB_BYTES``) and :mod:`.gemm_tiles`
+(the micro-kernels and packing routines):
 
 * ``matmul(a, b, out, accumulate=False)``      ``out (+)= a @ b``
 * ``matmul_nt(a, b, out, accumulate=False)``   ``out (+)= a @ b.T``
@@ -57,9 +60,10 @@ Compile time (user-visible: the first call in a fresh process compiles everythin
   the function uncachable.)
 * Numba re-optimises a callee's whole code in every jitted function that calls it, and a
   ``prange`` adds two such levels (the outlined loop body and its parent).  The task code
-  (:func:`_task`: packing, all tiles, the epilogue, ~3/4 of the code) is therefore
-  compiled once per dtype as a C callback (``numba.cfunc``, cached like the kernels) and
-  :func:`_gemm` calls it through its address (:func:`_task_function`, an indirect call),
+  (:func:`.gemm_task._task`: packing, all tiles, the epilogue, ~3/4 of the code) is
+  therefore compiled once per dtype as a C callback (``numba.cfunc``, cached like the
+  kernels) and :func:`_gemm` calls it through its address
+  (:func:`.gemm_task._task_function`, an indirect call),
   so that code is optimised once instead of three times: 5-6 s instead of 9 s cold.
 
 Every index is an unsigned 64-bit integer.  With signed indices Numba emits
@@ -67,14 +71,11 @@ negative-index wrap-around code that stops LLVM from vectorising contiguous load
 """
 import numba
 import numpy as np
-from llvmlite import ir
-from numba.core import cgutils, types
-from numba.core.extending import intrinsic
 
 from ._jit import kernel, parallel_kernel
-from .epilogue import NO_EPILOGUE, bias_act_run
-from .gemm_tiles import (_pack_a, _pack_b, _tile_bcast, _tile_dot, _tile_dot_row,
-                         _tile_narrow, _tile_rows)
+from .epilogue import NO_EPILOGUE
+from .gemm_task import (MR, NRV, _BCAST, _DOT, _EPILOGUE_ONLY, _NARROW, _PACKED, _ROWS,
+                        _compile_task, _task_function)
 from .simd_vectors import lanes as _lanes
 
 __all__ = ["matmul", "matmul_nt", "matmul_tn", "matmul_bias_act"]
@@ -87,204 +88,17 @@ _internal = kernel(no_cpython_wrapper=True)
 
 
 # --------------------------------------------------------------------------- parameters
-MR = _U(8)               # rows of a micro-tile (broadcasts of A)
-NRV = _U(2)              # vectors per micro-tile row: NR = NRV * lanes columns of B
-KC_BYTES = _U(1024)      # k block: an 8-row micro-panel of A is 8 KiB (stays in L1)
-MC = _U(64)              # rows of A packed at a time: a 64 x KC block, 64 KiB
-NB_BYTES = _U(2048)      # column block: the B block KC x NB is 256 x 512 = 512 KiB (L2)
 PACK_MIN_ROWS = _U(96)   # fewer rows: a row-major B is read in place, not packed
 DOT_MAX_ROWS = _U(24)    # matmul_nt with fewer rows: dot-product tiles, no packing ...
 DOT_MIN_K = _U(32)       # ... unless the dot products are too short to vectorise
 ROWS_MAX = _U(7)         # at most this many rows: 4-row tiles (B streamed once per 4 rows)
 NARROW_N = _U(16)        # fewer output columns: 8 x (one partial vector) tiles ...
 TRANSPOSED_MIN_K = _U(32)  # ... but matmul_tn with K >= this computes out.T instead
-DOT_KC_BYTES = _U(4096)  # k block of the dot-product tiles: 8 rows of 4 KiB in L1
 SERIAL_FLOPS = _U(1 << 20)  # fewer flops: one thread beats waking the pool ...
 PARALLEL_BYTES = _U(1 << 20)  # ... unless an operand spans this (the L2): a product with
                              # a few rows is then bound by one core's L3 bandwidth
 MIN_SPLIT_ROWS = _U(32)     # threads split the rows if each gets this many, else ...
 MIN_SPLIT_COLS = _U(128)    # ... the columns, if each gets this many
-
-# Modes of _task.
-_BCAST = 0     # broadcast micro-kernel, B read in place (row-major, few rows)
-_PACKED = 1    # broadcast micro-kernel, B packed into panels
-_DOT = 2       # dot-product tiles; A and B both contiguous along k
-_NARROW = 3    # 8 x (one partial vector) tiles, A and a row-major B read in place
-_ROWS = 4      # (up to 4 rows) x 4 vectors, A and a row-major B read in place
-_EPILOGUE_ONLY = 5  # no product (K = 0): the epilogue alone
-
-
-# --------------------------------------------------------------------------- one task
-# Compiled by _compile_task() as a C callback (numba.cfunc), not with @kernel: see
-# "Compile time" in the module docstring.
-def _task(t, grid_n, bm, bn, mode, M, N, K, a, a_rs, a_cs, b, b_rs, b_cs, c, ldc,
-          accumulate, act, bias, p0, p1):
-    """Block ``t`` of the task grid: ``C[i0:i1, j0:j1] (+)= A @ B`` over all of ``k``,
-    then the epilogue ``act`` (if ``>= 0``) on the block, tile by tile.
-
-    ``C[i, j] = c[i*ldc + j]``; the block is row block ``t // grid_n`` (``bm`` rows) and
-    column block ``t % grid_n`` (``bn`` columns).  ``mode`` selects the tiles (see the
-    mode constants and :func:`_gemm`); ``_DOT`` reads ``A[i, k] = a[i*a_rs + k]`` and
-    ``B[k, j] = b[j*b_cs + k]``, the others need ``b_cs == 1`` unless ``B`` is packed.
-    ``_EPILOGUE_ONLY`` applies the epilogue alone (``K = 0``).
-    """
-    i0 = (t // grid_n) * bm
-    j0 = (t % grid_n) * bn
-    i1 = min(M, i0 + bm)
-    j1 = min(N, j0 + bn)
-    if i0 >= i1 or j0 >= j1:
-        return
-    itemsize = _U(64) // _lanes(c)
-    epilogue = act >= 0
-    four = _U(4)
-    if mode == _EPILOGUE_ONLY:
-        for i in range(i0, i1):
-            bias_act_run(c, i * ldc + j0, j1 - j0, bias, j0, act, p0, p1)
-        return
-    if mode == _DOT:
-        kcb = DOT_KC_BYTES // itemsize
-        for pc in range(_U(0), K, kcb):
-            kc = min(kcb, K - pc)
-            load_c = accumulate or pc > _U(0)
-            if M == _U(1):      # one row: 1 x 8 tiles (same sums, no wasted FMAs)
-                for jt in range(j0, j1, _U(8)):
-                    _tile_dot_row(kc, a, i0 * a_rs + pc, b, jt * b_cs + pc, b_cs,
-                                  min(_U(8), j1 - jt), c, i0 * ldc + jt, load_c)
-                continue
-            for jt in range(j0, j1, four):
-                nr = min(four, j1 - jt)
-                for it in range(i0, i1, four):
-                    _tile_dot(kc, a, it * a_rs + pc, a_rs, min(four, i1 - it),
-                              b, jt * b_cs + pc, b_cs, nr, c, it * ldc + jt, ldc, load_c)
-        if epilogue:
-            for i in range(i0, i1):
-                bias_act_run(c, i * ldc + j0, j1 - j0, bias, j0, act, p0, p1)
-        return
-    if mode == _NARROW:
-        n = _lanes(c)
-        for jv in range(j0, j1, n):
-            nv = min(n, j1 - jv)
-            for ib in range(i0, i1, MR):
-                mr = min(MR, i1 - ib)
-                c0 = ib * ldc + jv
-                _tile_narrow(K, a, ib * a_rs, a_rs, a_cs, mr, b, jv, b_rs, nv, c, c0, ldc,
-                             accumulate)
-                if epilogue:
-                    for r in range(mr):
-                        bias_act_run(c, c0 + r * ldc, nv, bias, jv, act, p0, p1)
-        return
-    if mode == _ROWS:
-        w = _U(4) * _lanes(c)
-        for jv in range(j0, j1, w):
-            nv = min(w, j1 - jv)
-            for ib in range(i0, i1, four):
-                mr = min(four, i1 - ib)
-                c0 = ib * ldc + jv
-                _tile_rows(K, a, ib * a_rs, a_rs, a_cs, mr, b, jv, b_rs, nv, c, c0, ldc,
-                           accumulate)
-                if epilogue:
-                    for r in range(mr):
-                        bias_act_run(c, c0 + r * ldc, nv, bias, jv, act, p0, p1)
-        return
-    nr = NRV * _lanes(c)
-    kcb = KC_BYTES // itemsize
-    nbb = NB_BYTES // itemsize
-    ap = np.empty(MC * kcb, dtype=c.dtype)
-    bp = np.empty(kcb * (nbb if mode == _PACKED else nr), dtype=c.dtype)
-    tile = np.empty(MR * nr, dtype=c.dtype)
-    for jb in range(j0, j1, nbb):
-        nb = min(nbb, j1 - jb)
-        for pc in range(_U(0), K, kcb):
-            kc = min(kcb, K - pc)
-            load_c = accumulate or pc > _U(0)
-            last = pc + kc == K
-            if mode == _PACKED:
-                _pack_b(b, b_rs, b_cs, pc, kc, jb, nb, nr, bp)
-            elif nb % nr != _U(0):
-                # B in place: only a ragged last panel is packed (zero-padded).
-                jl = nb // nr * nr
-                _pack_b(b, b_rs, b_cs, pc, kc, jb + jl, nb - jl, nr, bp)
-            for ic in range(i0, i1, MC):
-                mc = min(MC, i1 - ic)
-                _pack_a(a, a_rs, a_cs, ic, mc, pc, kc, ap)
-                for ib in range(ic, ic + mc, MR):
-                    mr = min(MR, ic + mc - ib)
-                    a_off = (ib - ic) * kc
-                    for jr in range(_U(0), nb, nr):
-                        w = min(nr, nb - jr)
-                        col = jb + jr
-                        if mode == _PACKED:
-                            src = bp
-                            s0 = jr * kc
-                            ld = nr
-                        elif w == nr:
-                            src = b
-                            s0 = pc * b_rs + col
-                            ld = b_rs
-                        else:
-                            src = bp
-                            s0 = _U(0)
-                            ld = nr
-                        c0 = ib * ldc + col
-                        if mr == MR and w == nr:
-                            _tile_bcast(kc, ap, a_off, src, s0, ld, c, c0, ldc, load_c)
-                        else:
-                            # Ragged tile: through the scratch tile, so the kernel is unmasked.
-                            if load_c:
-                                for r in range(mr):
-                                    for j in range(w):
-                                        tile[r * nr + j] = c[c0 + r * ldc + j]
-                            _tile_bcast(kc, ap, a_off, src, s0, ld, tile, _U(0), nr, load_c)
-                            for r in range(mr):
-                                for j in range(w):
-                                    c[c0 + r * ldc + j] = tile[r * nr + j]
-                    if last and epilogue:
-                        # The strip (8 rows x nb columns) is final: one call per row of it;
-                        # per row of each tile, the calls cost more than the arithmetic.
-                        for r in range(mr):
-                            bias_act_run(c, (ib + r) * ldc + jb, nb, bias, jb, act, p0, p1)
-
-
-def _task_signature(dtype):
-    """The C signature of the compiled :func:`_task` for arrays of ``dtype``."""
-    array = types.Array(numba.from_dtype(dtype), 1, "C")
-    u = types.uint64
-    return types.void(u, u, u, u, types.int64, u, u, u, array, u, u, array, u, u, array, u,
-                      types.boolean, types.int64, array, types.float64, types.float64)
-
-
-_TASKS = {}     # dtype -> the compiled task (a numba.cfunc; kept alive here)
-
-
-def _compile_task(dtype):
-    """:func:`_task` compiled for ``dtype`` (on first use; later processes load it from
-    the cache like any kernel)."""
-    task = _TASKS.get(dtype)
-    if task is None:
-        task = _TASKS[dtype] = numba.cfunc(_task_signature(dtype), cache=True,
-                                           error_model="numpy")(_task)
-    return task
-
-
-@intrinsic
-def _task_function(typingctx, address, like):
-    """The compiled :func:`_task` for ``like``'s dtype, called through its ``address``.
-
-    A first-class function value: calling it is an indirect call, so the code that calls
-    it does not link (and re-optimise) the whole task code.
-    """
-    if not isinstance(like, types.Array):
-        return None
-    fn_type = types.FunctionType(_task_signature(numba.np.numpy_support.as_dtype(like.dtype)))
-
-    def codegen(context, builder, signature, args):
-        fn = cgutils.create_struct_proxy(fn_type)(context, builder)
-        fn.c_addr = builder.inttoptr(args[0], context.get_value_type(types.voidptr))
-        fn.py_addr = ir.Constant(context.get_value_type(types.voidptr), None)
-        fn.jit_addr = ir.Constant(context.get_value_type(types.voidptr), None)
-        return fn._getvalue()
-
-    return fn_type(types.uint64, like), codegen
 
 
 # --------------------------------------------------------------------------- the core

@@ -5,8 +5,7 @@ d(loss)/d(predictions), ready for ``model.backward(grad)``.
 """
 import numpy as np
 
-from .backends import get_backend
-from .backends.memory import is_device_array, to_host
+from .backends.memory import backend_for, is_device_array, to_host
 from .validation import as_input, as_labels, as_targets, check_choice, check_device_input
 
 
@@ -20,11 +19,10 @@ class Loss:
     def __call__(self, predictions, targets):
         """``(mean loss, gradient)``; the gradient lives where the predictions do (a
         device array for predictions from a "cuda" model)."""
+        backend = backend_for(predictions)
         if is_device_array(predictions):
-            backend = get_backend("cuda")
             pred = check_device_input(predictions, "predictions", predictions.dtype)
         else:
-            backend = get_backend()
             pred = np.asarray(predictions)
             dtype = pred.dtype if pred.dtype in (np.float32, np.float64) else np.float32
             pred = as_input(pred, "predictions", dtype)

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from .backends import get_backend
-from .backends.memory import assign, is_device_array, place, to_host
+from .backends.memory import assign, backend_for, place, to_host
 from .validation import check_choice, check_number
 
 
@@ -57,12 +57,9 @@ class Optimizer:
         if not self.params:
             raise RuntimeError("optimizer has no parameters: pass model.parameters() or "
                                "use model.compile(optimizer=...)")
-        if self.backend is not None:
-            backend = get_backend(self.backend)
-        elif is_device_array(self.params[0].data):   # e.g. model.to("cuda"), then step()
-            backend = get_backend("cuda")
-        else:
-            backend = get_backend()
+        # without a backend of its own: where the parameters live (e.g. after model.to("cuda"))
+        backend = (get_backend(self.backend) if self.backend is not None
+                   else backend_for(self.params[0].data))
         if self._memory != backend.memory:       # e.g. after model.to("cuda")
             self.state = [{k: place(v, backend) for k, v in s.items()} for s in self.state]
             self._memory = backend.memory

@@ -32,3 +32,9 @@ def test_place_copies_only_when_needed():
 
 def test_every_host_backend_says_host():
     assert fnn.get_backend("numba").memory == fnn.get_backend("numpy").memory == "host"
+
+
+def test_backend_for_host_data_is_the_current_backend():
+    assert memory.backend_for(np.ones(3)) is fnn.get_backend()
+    with fnn.use_backend("numpy"):
+        assert memory.backend_for(np.ones(3)).name == "numpy"

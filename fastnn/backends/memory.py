@@ -22,6 +22,13 @@ def to_host(array):
     return array.copy_to_host() if is_device_array(array) else np.asarray(array)
 
 
+def backend_for(array):
+    """The backend that computes where ``array`` lives: "cuda" for a device array, the
+    current backend (:func:`fastnn.get_backend`) for host data."""
+    from . import get_backend
+    return get_backend("cuda") if is_device_array(array) else get_backend()
+
+
 def assign(target, source):
     """``target[...] = source`` for host or device ``target``; ``source`` is host data."""
     if is_device_array(target):
@@ -42,16 +49,14 @@ def astype(array, dtype):
     """``array`` converted to ``dtype`` in the memory it lives in."""
     if not is_device_array(array):
         return array.astype(dtype)
-    from . import get_backend
-    return get_backend("cuda").asarray(array.copy_to_host().astype(dtype), dtype)
+    return backend_for(array).asarray(array.copy_to_host().astype(dtype), dtype)
 
 
 def like(array, reference):
     """Host data ``array`` placed in the memory ``reference`` lives in."""
     if not is_device_array(reference):
         return array
-    from . import get_backend
-    return get_backend("cuda").asarray(array, array.dtype)
+    return backend_for(reference).asarray(array, array.dtype)
 
 
 def place(array, backend, dtype=None):
@@ -63,5 +68,5 @@ def place(array, backend, dtype=None):
     return backend.asarray(to_host(array), dtype)
 
 
-__all__ = ["assign", "astype", "is_device_array", "like", "memory_of", "place", "to_host",
+__all__ = ["assign", "astype", "backend_for", "is_device_array", "like", "memory_of", "place", "to_host",
            "zero_fill"]

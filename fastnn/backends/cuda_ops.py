@@ -56,7 +56,7 @@ from ..kernels.cuda.metrics import (  # noqa: E402,F401
 from ..kernels.cuda.matmul import matmul, matmul_nt, matmul_tn  # noqa: E402,F401
 from ..kernels.cuda.optim import (  # noqa: E402,F401
     clip_inplace, scale_inplace, sgd_momentum_update, sgd_update, sum_of_squares)
-from ..kernels.epilogue import EPILOGUE_CODES  # noqa: E402
+from ..kernels.epilogue import epilogue_args  # noqa: E402
 
 #: Where this backend's arrays live (see :mod:`fastnn.backends.memory`).
 MEMORY = "cuda"
@@ -98,16 +98,11 @@ def _bias_or_empty(bias, dtype):
     return _no_bias[dtype]
 
 
-def _two(params):
-    return (float(params[0]) if params else 0.0, float(params[1]) if len(params) > 1 else 0.0)
-
-
 def dense_forward(x, w, bias, out, activation, *params):
     """``out = f(x @ w + bias)``: the tiled GEMM, then bias and activation in one pass
     over the output, in place."""
-    p0, p1 = _two(params)
     matmul(x, w, out)
-    bias_act(out, _bias_or_empty(bias, out.dtype), out, EPILOGUE_CODES[activation], p0, p1)
+    bias_act(out, _bias_or_empty(bias, out.dtype), out, *epilogue_args(activation, params))
     return out
 
 
@@ -115,8 +110,7 @@ def dense_backward(dy, x, w, y, dz, dw, db, dx, accumulate_w, accumulate_b, acti
                    *params):
     """``dz = dy * f'(z)`` (from ``y``) and the bias gradient in one kernel, then the two
     gradient GEMMs."""
-    p0, p1 = _two(params)
-    act_bias_grad(dy, y, dz, _bias_or_empty(db, dy.dtype), EPILOGUE_CODES[activation], p0, p1,
+    act_bias_grad(dy, y, dz, _bias_or_empty(db, dy.dtype), *epilogue_args(activation, params),
                   accumulate_b)
     matmul_tn(x, dz, dw, accumulate_w)
     if dx is not None:

@@ -11,7 +11,7 @@ from .numpy_ops import (  # noqa: F401
     abs_error_sum, argmax_matches, argmax_matches_soft, sign_matches)
 from ..kernels.bias import bias_add, bias_grad  # noqa: F401
 from ..kernels.dense import act_bias_grad
-from ..kernels.epilogue import EPILOGUE_CODES
+from ..kernels.epilogue import epilogue_args
 from ..kernels.losses import bce_logits, mse, softmax_xent, softmax_xent_soft  # noqa: F401
 from ..kernels.matmul import matmul, matmul_bias_act, matmul_nt, matmul_tn  # noqa: F401
 from ..kernels.optim import (  # noqa: F401
@@ -21,23 +21,17 @@ _NO_BIAS = {np.dtype(np.float32): np.empty(0, np.float32),
             np.dtype(np.float64): np.empty(0, np.float64)}
 
 
-def _two(params):
-    return (float(params[0]) if params else 0.0, float(params[1]) if len(params) > 1 else 0.0)
-
-
 def dense_forward(x, w, bias, out, activation, *params):
     """``out = f(x @ w + bias)`` in one pass: bias and activation in the GEMM epilogue."""
-    p0, p1 = _two(params)
     return matmul_bias_act(x, w, _NO_BIAS[x.dtype] if bias is None else bias, out,
-                           EPILOGUE_CODES[activation], p0, p1)
+                           *epilogue_args(activation, params))
 
 
 def dense_backward(dy, x, w, y, dz, dw, db, dx, accumulate_w, accumulate_b, activation,
                    *params):
     """``dz``/``db`` in one pass (:func:`act_bias_grad`), then the two gradient GEMMs."""
-    p0, p1 = _two(params)
     act_bias_grad(dy, y, dz, _NO_BIAS[dy.dtype] if db is None else db,
-                  EPILOGUE_CODES[activation], p0, p1, accumulate_b)
+                  *epilogue_args(activation, params), accumulate_b)
     matmul_tn(x, dz, dw, accumulate_w)
     if dx is not None:
         matmul_nt(dz, w, dx)

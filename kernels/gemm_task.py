@@ -15,26 +15,49 @@ from numba.core import cgutils, types
 from numba.core.extending import intrinsic
 
 from .epilogue import bias_act_run
-from .gemm_tiles import (_pack_a, _pack_b, _tile_bcast, _tile_dot, _tile_dot_row,
-                         _tile_narrow, _tile_rows)
+from .gemm_tiles import (DOT_COLS, DOT_ROW_COLS, DOT_ROWS, MR, NARROW_ROWS, NARROW_VECTORS,
+                         ROWS_ROWS, ROWS_VECTORS, dot_row_tile, dot_tile, narrow_tile, pack_a,
+                         pack_b, panel_width, rows_tile, tile_bcast, tile_dot, tile_in_place)
 from .simd_vectors import lanes as _lanes
+from .target import TARGET
 
 _U = np.uint64
 
 # --------------------------------------------------------------------------- blocking
-MR = _U(8)               # rows of a micro-tile (broadcasts of A)
-NRV = _U(2)              # vectors per micro-tile row: NR = NRV * lanes columns of B
-KC_BYTES = _U(1024)      # k block: an 8-row micro-panel of A is 8 KiB (stays in L1)
-MC = _U(64)              # rows of A packed at a time: a 64 x KC block, 64 KiB
-NB_BYTES = _U(2048)      # column block: the B block KC x NB is 256 x 512 = 512 KiB (L2)
-DOT_KC_BYTES = _U(4096)  # k block of the dot-product tiles: 8 rows of 4 KiB in L1
+# Cache blocking follows the caches of the machine (kernels/target.py), and is passed
+# to the compiled task at run time (see blocking()), never baked into machine code.
+
+
+def blocking(itemsize, target=TARGET):
+    """``(kc, nb, mc, dot_kc)`` in elements for the broadcast micro-kernel and the dot
+    tiles, from the target's L1d and L2 sizes.
+
+    * ``kc`` (the k block): an ``MR``-row micro-panel of packed ``A`` (``MR * kc``
+      elements) fills a quarter of L1d, so it stays there while it sweeps the ``B``
+      block, with room for the ``B`` rows streaming through (32 KiB L1d, ``MR = 8``,
+      float32: 256).
+    * ``nb`` (the column block): the ``kc x nb`` block of ``B`` fills half of L2 (512 KiB
+      L2: 256 x 256 float32; 1 MiB: 256 x 512), a multiple of the micro-tile width.
+    * ``mc``: rows of ``A`` packed at a time, about 64, a multiple of ``MR``.
+    * ``dot_kc``: the k block of the dot-product tiles: their ``R + S`` rows of ``A`` and
+      ``B`` fill L1d (32 KiB, 4 + 4 rows, float32: 1024), a multiple of 64.
+    """
+    rows, vectors = target.tiles()["bcast"]
+    nr = vectors * target.lanes(itemsize)
+    kc = max(64, min(1024, target.l1d_bytes // 4 // (rows * itemsize)) // 16 * 16)
+    nb = max(nr, target.l2_bytes // 2 // (kc * itemsize) // nr * nr)
+    mc = rows * max(1, 64 // rows)
+    dot_rows, dot_cols = target.tiles()["dot"]
+    dot_kc = max(64, target.l1d_bytes // ((dot_rows + dot_cols) * itemsize) // 64 * 64)
+    return kc, nb, mc, dot_kc
+
 
 # Modes of _task.
 _BCAST = 0     # broadcast micro-kernel, B read in place (row-major, few rows)
 _PACKED = 1    # broadcast micro-kernel, B packed into panels
 _DOT = 2       # dot-product tiles; A and B both contiguous along k
-_NARROW = 3    # 8 x (one partial vector) tiles, A and a row-major B read in place
-_ROWS = 4      # (up to 4 rows) x 4 vectors, A and a row-major B read in place
+_NARROW = 3    # narrow tiles (a few masked columns), A and a row-major B read in place
+_ROWS = 4      # rows tiles (a few rows), A and a row-major B read in place
 _EPILOGUE_ONLY = 5  # no product (K = 0): the epilogue alone
 
 
@@ -42,15 +65,16 @@ _EPILOGUE_ONLY = 5  # no product (K = 0): the epilogue alone
 # Compiled by _compile_task() as a C callback (numba.cfunc), not with @kernel: see
 # "Compile time" in the module docstring.
 def _task(t, grid_n, bm, bn, mode, M, N, K, a, a_rs, a_cs, b, b_rs, b_cs, c, ldc,
-          accumulate, act, bias, p0, p1):
+          accumulate, act, bias, p0, p1, kcb, nbb, mcb, dot_kcb):
     """Block ``t`` of the task grid: ``C[i0:i1, j0:j1] (+)= A @ B`` over all of ``k``,
     then the epilogue ``act`` (if ``>= 0``) on the block, tile by tile.
 
     ``C[i, j] = c[i*ldc + j]``; the block is row block ``t // grid_n`` (``bm`` rows) and
     column block ``t % grid_n`` (``bn`` columns).  ``mode`` selects the tiles (see the
-    mode constants and :func:`_gemm`); ``_DOT`` reads ``A[i, k] = a[i*a_rs + k]`` and
-    ``B[k, j] = b[j*b_cs + k]``, the others need ``b_cs == 1`` unless ``B`` is packed.
-    ``_EPILOGUE_ONLY`` applies the epilogue alone (``K = 0``).
+    mode constants and :func:`.matmul._gemm`); ``_DOT`` reads ``A[i, k] = a[i*a_rs + k]``
+    and ``B[k, j] = b[j*b_cs + k]``, the others need ``b_cs == 1`` unless ``B`` is packed.
+    ``_EPILOGUE_ONLY`` applies the epilogue alone (``K = 0``).  ``kcb``, ``nbb``, ``mcb``,
+    ``dot_kcb``: the cache blocking (:func:`blocking`).
     """
     i0 = (t // grid_n) * bm
     j0 = (t % grid_n) * bn
@@ -58,58 +82,58 @@ def _task(t, grid_n, bm, bn, mode, M, N, K, a, a_rs, a_cs, b, b_rs, b_cs, c, ldc
     j1 = min(N, j0 + bn)
     if i0 >= i1 or j0 >= j1:
         return
-    itemsize = _U(64) // _lanes(c)
     epilogue = act >= 0
-    four = _U(4)
     if mode == _EPILOGUE_ONLY:
         for i in range(i0, i1):
             bias_act_run(c, i * ldc + j0, j1 - j0, bias, j0, act, p0, p1)
         return
     if mode == _DOT:
-        kcb = DOT_KC_BYTES // itemsize
-        for pc in range(_U(0), K, kcb):
-            kc = min(kcb, K - pc)
+        one_row = M == _U(1)    # one row: a row of dot products, no wasted multiply-adds
+        tr = _U(1) if one_row else _U(DOT_ROWS)
+        ts = _U(DOT_ROW_COLS) if one_row else _U(DOT_COLS)
+        sums = np.empty(max(DOT_ROWS * DOT_COLS, DOT_ROW_COLS), dtype=c.dtype)
+        for pc in range(_U(0), K, dot_kcb):
+            kc = min(dot_kcb, K - pc)
             load_c = accumulate or pc > _U(0)
-            if M == _U(1):      # one row: 1 x 8 tiles (same sums, no wasted FMAs)
-                for jt in range(j0, j1, _U(8)):
-                    _tile_dot_row(kc, a, i0 * a_rs + pc, b, jt * b_cs + pc, b_cs,
-                                  min(_U(8), j1 - jt), c, i0 * ldc + jt, load_c)
-                continue
-            for jt in range(j0, j1, four):
-                nr = min(four, j1 - jt)
-                for it in range(i0, i1, four):
-                    _tile_dot(kc, a, it * a_rs + pc, a_rs, min(four, i1 - it),
-                              b, jt * b_cs + pc, b_cs, nr, c, it * ldc + jt, ldc, load_c)
+            for jt in range(j0, j1, ts):
+                nr = min(ts, j1 - jt)
+                for it in range(i0, i1, tr):
+                    mr = min(tr, i1 - it)
+                    if one_row:
+                        tile_dot(dot_row_tile(c), sums, kc, a, it * a_rs + pc, a_rs, mr, b,
+                                 jt * b_cs + pc, b_cs, nr, c, it * ldc + jt, ldc, load_c)
+                    else:
+                        tile_dot(dot_tile(c), sums, kc, a, it * a_rs + pc, a_rs, mr, b,
+                                 jt * b_cs + pc, b_cs, nr, c, it * ldc + jt, ldc, load_c)
         if epilogue:
             for i in range(i0, i1):
                 bias_act_run(c, i * ldc + j0, j1 - j0, bias, j0, act, p0, p1)
         return
     if mode == _NARROW or mode == _ROWS:
-        # Both operands read in place: 8 rows x one vector, or 4 rows x 4 vectors.
+        # Both operands read in place: a few masked columns, or a few rows.
         narrow = mode == _NARROW
-        rows = MR if narrow else four
-        w = _lanes(c) if narrow else four * _lanes(c)
+        rows = _U(NARROW_ROWS) if narrow else _U(ROWS_ROWS)
+        w = (_U(NARROW_VECTORS) if narrow else _U(ROWS_VECTORS)) * _lanes(c)
         for jv in range(j0, j1, w):
             nv = min(w, j1 - jv)
             for ib in range(i0, i1, rows):
                 mr = min(rows, i1 - ib)
                 c0 = ib * ldc + jv
                 if narrow:
-                    _tile_narrow(K, a, ib * a_rs, a_rs, a_cs, mr, b, jv, b_rs, nv, c, c0,
-                                 ldc, accumulate)
+                    tile_in_place(narrow_tile(c), K, a, ib * a_rs, a_rs, a_cs, mr, b, jv,
+                                  b_rs, nv, c, c0, ldc, accumulate)
                 else:
-                    _tile_rows(K, a, ib * a_rs, a_rs, a_cs, mr, b, jv, b_rs, nv, c, c0, ldc,
-                               accumulate)
+                    tile_in_place(rows_tile(c), K, a, ib * a_rs, a_rs, a_cs, mr, b, jv,
+                                  b_rs, nv, c, c0, ldc, accumulate)
                 if epilogue:
                     for r in range(mr):
                         bias_act_run(c, c0 + r * ldc, nv, bias, jv, act, p0, p1)
         return
-    nr = NRV * _lanes(c)
-    kcb = KC_BYTES // itemsize
-    nbb = NB_BYTES // itemsize
-    ap = np.empty(MC * kcb, dtype=c.dtype)
+    mr_full = _U(MR)
+    nr = panel_width(c)
+    ap = np.empty(mcb * kcb, dtype=c.dtype)
     bp = np.empty(kcb * (nbb if mode == _PACKED else nr), dtype=c.dtype)
-    tile = np.empty(MR * nr, dtype=c.dtype)
+    tile = np.empty(mr_full * nr, dtype=c.dtype)
     for jb in range(j0, j1, nbb):
         nb = min(nbb, j1 - jb)
         for pc in range(_U(0), K, kcb):
@@ -117,16 +141,16 @@ def _task(t, grid_n, bm, bn, mode, M, N, K, a, a_rs, a_cs, b, b_rs, b_cs, c, ldc
             load_c = accumulate or pc > _U(0)
             last = pc + kc == K
             if mode == _PACKED:
-                _pack_b(b, b_rs, b_cs, pc, kc, jb, nb, nr, bp)
+                pack_b(b, b_rs, b_cs, pc, kc, jb, nb, nr, bp)
             elif nb % nr != _U(0):
                 # B in place: only a ragged last panel is packed (zero-padded).
                 jl = nb // nr * nr
-                _pack_b(b, b_rs, b_cs, pc, kc, jb + jl, nb - jl, nr, bp)
-            for ic in range(i0, i1, MC):
-                mc = min(MC, i1 - ic)
-                _pack_a(a, a_rs, a_cs, ic, mc, pc, kc, ap)
-                for ib in range(ic, ic + mc, MR):
-                    mr = min(MR, ic + mc - ib)
+                pack_b(b, b_rs, b_cs, pc, kc, jb + jl, nb - jl, nr, bp)
+            for ic in range(i0, i1, mcb):
+                mc = min(mcb, i1 - ic)
+                pack_a(a, a_rs, a_cs, ic, mc, pc, kc, ap)
+                for ib in range(ic, ic + mc, mr_full):
+                    mr = min(mr_full, ic + mc - ib)
                     a_off = (ib - ic) * kc
                     for jr in range(_U(0), nb, nr):
                         w = min(nr, nb - jr)
@@ -144,20 +168,20 @@ def _task(t, grid_n, bm, bn, mode, M, N, K, a, a_rs, a_cs, b, b_rs, b_cs, c, ldc
                             s0 = _U(0)
                             ld = nr
                         c0 = ib * ldc + col
-                        if mr == MR and w == nr:
-                            _tile_bcast(kc, ap, a_off, src, s0, ld, c, c0, ldc, load_c)
+                        if mr == mr_full and w == nr:
+                            tile_bcast(kc, ap, a_off, src, s0, ld, c, c0, ldc, load_c)
                         else:
                             # Ragged tile: through the scratch tile, so the kernel is unmasked.
                             if load_c:
                                 for r in range(mr):
                                     for j in range(w):
                                         tile[r * nr + j] = c[c0 + r * ldc + j]
-                            _tile_bcast(kc, ap, a_off, src, s0, ld, tile, _U(0), nr, load_c)
+                            tile_bcast(kc, ap, a_off, src, s0, ld, tile, _U(0), nr, load_c)
                             for r in range(mr):
                                 for j in range(w):
                                     c[c0 + r * ldc + j] = tile[r * nr + j]
                     if last and epilogue:
-                        # The strip (8 rows x nb columns) is final: one call per row of it;
+                        # The strip (MR rows x nb columns) is final: one call per row of it;
                         # per row of each tile, the calls cost more than the arithmetic.
                         for r in range(mr):
                             bias_act_run(c, (ib + r) * ldc + jb, nb, bias, jb, act, p0, p1)
@@ -168,7 +192,8 @@ def _task_signature(dtype):
     array = types.Array(numba.from_dtype(dtype), 1, "C")
     u = types.uint64
     return types.void(u, u, u, u, types.int64, u, u, u, array, u, u, array, u, u, array, u,
-                      types.boolean, types.int64, array, types.float64, types.float64)
+                      types.boolean, types.int64, array, types.float64, types.float64,
+                      u, u, u, u)
 
 
 _TASKS = {}     # dtype -> the compiled task (a numba.cfunc; kept alive here)

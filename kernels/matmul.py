@@ -74,9 +74,12 @@ import numpy as np
 
 from ._jit import kernel, parallel_kernel
 from .epilogue import NO_EPILOGUE
-from .gemm_task import (MR, NRV, _BCAST, _DOT, _EPILOGUE_ONLY, _NARROW, _PACKED, _ROWS,
-                        _compile_task, _task_function)
+from .gemm_task import (_BCAST, _DOT, _EPILOGUE_ONLY, _NARROW, _PACKED, _ROWS, _compile_task,
+                        _task_function, blocking)
+from .gemm_tiles import (DOT_COLS, DOT_ROW_COLS, DOT_ROWS, MR, NARROW_ROWS, NARROW_VECTORS,
+                         NRV, ROWS_ROWS, ROWS_VECTORS)
 from .simd_vectors import lanes as _lanes
+from .target import NARROW_COLUMNS, TARGET
 
 __all__ = ["matmul", "matmul_nt", "matmul_tn", "matmul_bias_act"]
 
@@ -92,11 +95,11 @@ PACK_MIN_ROWS = _U(96)   # fewer rows: a row-major B is read in place, not packe
 DOT_MAX_ROWS = _U(24)    # matmul_nt with fewer rows: dot-product tiles, no packing ...
 DOT_MIN_K = _U(32)       # ... unless the dot products are too short to vectorise
 ROWS_MAX = _U(7)         # at most this many rows: 4-row tiles (B streamed once per 4 rows)
-NARROW_N = _U(16)        # fewer output columns: 8 x (one partial vector) tiles ...
+NARROW_N = _U(NARROW_COLUMNS)  # fewer output columns: narrow tiles ...
 TRANSPOSED_MIN_K = _U(32)  # ... but matmul_tn with K >= this computes out.T instead
 SERIAL_FLOPS = _U(1 << 20)  # fewer flops: one thread beats waking the pool ...
-PARALLEL_BYTES = _U(1 << 20)  # ... unless an operand spans this (the L2): a product with
-                             # a few rows is then bound by one core's L3 bandwidth
+# ... unless an operand spans the L2 (blocking[4], TARGET.l2_bytes): a product with a few
+# rows is then bound by one core's L3 bandwidth
 MIN_SPLIT_ROWS = _U(32)     # threads split the rows if each gets this many, else ...
 MIN_SPLIT_COLS = _U(128)    # ... the columns, if each gets this many
 
@@ -114,11 +117,12 @@ def _cdiv(n, d):
 
 
 @parallel_kernel
-def _gemm(a, b, out, layout, accumulate, act, bias, p0, p1, n_threads, task_address):
+def _gemm(a, b, out, layout, accumulate, act, bias, p0, p1, n_threads, task_address, blocking):
     """``out (+)= op(a) @ op(b)``, then ``out = f(out + bias)`` if ``act >= 0``.
 
     ``layout``: ``_NN`` (``a @ b``), ``_NT`` (``a @ b.T``), ``_TN`` (``a.T @ b``).
     ``accumulate`` is a bool and the epilogue is only used with ``accumulate=False``.
+    ``blocking``: ``(kc, nb, mc, dot_kc, parallel_bytes)`` (:func:`_per_dtype`).
 
     Dispatch (``M x N`` output, contraction ``K``; thresholds are the constants above;
     the first rule that applies wins):
@@ -169,6 +173,7 @@ def _gemm(a, b, out, layout, accumulate, act, bias, p0, p1, n_threads, task_addr
     if M == _U(0) or N == _U(0):
         return out
     task = _task_function(_U(task_address), c)
+    kcb, nbb, mcb, dot_kcb, parallel_bytes = blocking
     if K == _U(0):
         if not accumulate:
             for i in range(M * N):      # a loop, not c[:] = 0: that would be a parfor
@@ -176,7 +181,7 @@ def _gemm(a, b, out, layout, accumulate, act, bias, p0, p1, n_threads, task_addr
         if act >= 0:
             task(_U(0), _U(1), M, N, np.int64(_EPILOGUE_ONLY), M, N, K, af, K, _U(1), bf, N,
                  _U(1), c, N, accumulate, np.int64(act), bias, np.float64(p0),
-                 np.float64(p1))
+                 np.float64(p1), kcb, nbb, mcb, dot_kcb)
         return out
 
     transposed = layout == _TN and N < NARROW_N and K >= TRANSPOSED_MIN_K and act < 0
@@ -212,23 +217,23 @@ def _gemm(a, b, out, layout, accumulate, act, bias, p0, p1, n_threads, task_addr
 
     # The task grid (see the docstring).
     if mode == _DOT:
-        unit_m = _U(4)
-        unit_n = _U(4)
+        unit_m = _U(DOT_ROWS)
+        unit_n = _U(DOT_COLS) if M > _U(1) else _U(DOT_ROW_COLS)
     elif mode == _NARROW:
-        unit_m = MR
-        unit_n = _lanes(c)
+        unit_m = _U(NARROW_ROWS)
+        unit_n = _U(NARROW_VECTORS) * _lanes(c)
     elif mode == _ROWS:
-        unit_m = _U(4)
-        unit_n = _U(4) * _lanes(c)
+        unit_m = _U(ROWS_ROWS)
+        unit_n = _U(ROWS_VECTORS) * _lanes(c)
     else:
-        unit_m = MR
-        unit_n = NRV * _lanes(c)
+        unit_m = _U(MR)
+        unit_n = _U(NRV) * _lanes(c)
     threads = _U(max(n_threads, 1))
     grid_m = _U(1)
     grid_n = _U(1)
     bm = M
     bn = N
-    big = K * max(M, N) * _U(out.itemsize) >= PARALLEL_BYTES
+    big = K * max(M, N) * _U(out.itemsize) >= parallel_bytes
     if threads > _U(1) and (_U(2) * M * N * K >= SERIAL_FLOPS or big):
         if M < threads * MIN_SPLIT_ROWS and N >= threads * MIN_SPLIT_COLS:
             bn = _cdiv(_cdiv(N, threads), unit_n) * unit_n
@@ -243,11 +248,11 @@ def _gemm(a, b, out, layout, accumulate, act, bias, p0, p1, n_threads, task_addr
     p1 = np.float64(p1)
     if n_tasks == _U(1):
         task(_U(0), grid_n, bm, bn, mode, M, N, K, af, a_rs, a_cs, bf, b_rs, b_cs, cc, ldc,
-             acc, act, bias, p0, p1)
+             acc, act, bias, p0, p1, kcb, nbb, mcb, dot_kcb)
     else:
         for t in numba.prange(n_tasks):
             task(_U(t), grid_n, bm, bn, mode, M, N, K, af, a_rs, a_cs, bf, b_rs, b_cs, cc,
-                 ldc, acc, act, bias, p0, p1)
+                 ldc, acc, act, bias, p0, p1, kcb, nbb, mcb, dot_kcb)
 
     if transposed:
         # cc holds out.T (M x N here is the swapped problem: M = out's columns).
@@ -261,14 +266,18 @@ def _gemm(a, b, out, layout, accumulate, act, bias, p0, p1, n_threads, task_addr
 
 
 # --------------------------------------------------------------------------- public API
-_PER_DTYPE = {}     # dtype -> (empty bias, address of the compiled task)
+_PER_DTYPE = {}     # dtype -> (empty bias, address of the compiled task, blocking)
 
 
 def _per_dtype(dtype):
-    """``(empty bias array, task address)`` for ``dtype``, compiling the task if needed."""
+    """``(empty bias array, task address, blocking)`` for ``dtype``, compiling the task if
+    needed.  ``blocking`` is :func:`.gemm_task.blocking` plus the operand size from which
+    a product with few rows runs on every thread (the L2 size)."""
     entry = _PER_DTYPE.get(dtype)
     if entry is None:
-        entry = _PER_DTYPE[dtype] = (np.empty(0, dtype), _compile_task(dtype).address)
+        sizes = tuple(_U(x) for x in blocking(np.dtype(dtype).itemsize))
+        entry = _PER_DTYPE[dtype] = (np.empty(0, dtype), _compile_task(dtype).address,
+                                     sizes + (_U(TARGET.l2_bytes),))
     return entry
 
 
@@ -305,9 +314,9 @@ def matmul(a, b, out, accumulate=False):
     out : ndarray, shape (M, N)
         The same object that was passed in.
     """
-    no_bias, task = _PER_DTYPE.get(out.dtype) or _per_dtype(out.dtype)
+    no_bias, task, sizes = _PER_DTYPE.get(out.dtype) or _per_dtype(out.dtype)
     return _gemm(a, b, out, _NN, bool(accumulate), NO_EPILOGUE, no_bias, 0.0, 0.0, _threads(),
-                 task)
+                 task, sizes)
 
 
 def matmul_nt(a, b, out, accumulate=False):
@@ -327,9 +336,9 @@ def matmul_nt(a, b, out, accumulate=False):
     out : ndarray, shape (M, N)
         The same object that was passed in.
     """
-    no_bias, task = _PER_DTYPE.get(out.dtype) or _per_dtype(out.dtype)
+    no_bias, task, sizes = _PER_DTYPE.get(out.dtype) or _per_dtype(out.dtype)
     return _gemm(a, b, out, _NT, bool(accumulate), NO_EPILOGUE, no_bias, 0.0, 0.0, _threads(),
-                 task)
+                 task, sizes)
 
 
 def matmul_tn(a, b, out, accumulate=False):
@@ -350,9 +359,9 @@ def matmul_tn(a, b, out, accumulate=False):
     out : ndarray, shape (M, N)
         The same object that was passed in.
     """
-    no_bias, task = _PER_DTYPE.get(out.dtype) or _per_dtype(out.dtype)
+    no_bias, task, sizes = _PER_DTYPE.get(out.dtype) or _per_dtype(out.dtype)
     return _gemm(a, b, out, _TN, bool(accumulate), NO_EPILOGUE, no_bias, 0.0, 0.0, _threads(),
-                 task)
+                 task, sizes)
 
 
 def matmul_bias_act(a, b, bias, out, act, p0=0.0, p1=0.0):
@@ -380,6 +389,6 @@ def matmul_bias_act(a, b, bias, out, act, p0=0.0, p1=0.0):
     out : ndarray, shape (M, N)
         The same object that was passed in.
     """
-    task = (_PER_DTYPE.get(out.dtype) or _per_dtype(out.dtype))[1]
+    _, task, sizes = _PER_DTYPE.get(out.dtype) or _per_dtype(out.dtype)
     return _gemm(a, b, out, _NN, False, max(int(act), 0), bias, float(p0), float(p1),
-                 _threads(), task)
+                 _threads(), task, sizes)

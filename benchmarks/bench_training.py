@@ -1,8 +1,10 @@
-"""asv: a whole training step of the 784-512-256-10 MLP, and the first-call cost."""
+"""asv: a whole training step of the 784-512-256-10 MLP, per contender, and the first-call
+cost.  The steps are the ones ``fastnn bench`` races (:mod:`fastnn.bench.steps`)."""
 from fastnn import bench
 
 
 class TrainingStep:
+    """fastnn's step on its Numba backend and on its own NumPy backend."""
     params = (bench.BATCHES, ["numba", "numpy"])
     param_names = ["batch", "backend"]
 
@@ -14,20 +16,46 @@ class TrainingStep:
         self.fn()
 
 
-class TorchStep:
-    """PyTorch eager on the same step, when PyTorch is installed (skipped otherwise)."""
+class HandwrittenNumpyStep:
+    """The careful NumPy user's step (preallocated, in place): the training targets'
+    baseline."""
+    params = bench.BATCHES
+    param_names = ["batch"]
+
+    def setup(self, batch):
+        self.fn = bench.HandwrittenNumpyStep(batch)
+        self.fn()
+
+    def time_step(self, batch):
+        self.fn()
+
+
+class _OptionalStep:
+    """A third-party contender's step, skipped (NotImplementedError) when its library
+    is not installed."""
+    contender = None
     params = bench.BATCHES
     param_names = ["batch"]
 
     def setup(self, batch):
         try:
-            self.fn = bench.torch_step_case(batch)
+            self.fn = bench.make_contender(self.contender, batch).fn
         except ImportError:
-            raise NotImplementedError("PyTorch is not installed")
-        self.fn()
+            raise NotImplementedError(f"{self.contender} is not installed")
+        self.fn()               # JIT compilation (jax) and first-touch, outside the timing
 
     def time_step(self, batch):
         self.fn()
+
+
+class TorchStep(_OptionalStep):
+    """PyTorch eager on the same step, when PyTorch is installed."""
+    contender = "torch"
+
+
+class JaxStep(_OptionalStep):
+    """``jax.jit`` of the same step, when JAX is installed."""
+    contender = "jax"
 
 
 class FirstCall:

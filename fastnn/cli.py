@@ -71,9 +71,9 @@ def main(argv=None):
     train.add_argument("--data", default=None, help="directory of MNIST IDX files (optional)")
     train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
     bench = commands.add_parser("bench", help="measure the performance targets against "
-                                "NumPy/BLAS (and PyTorch if installed)")
-    bench.add_argument("--quick", action="store_true", help="a representative subset")
-    bench.add_argument("--out", default="bench-results", help="directory for bench.md/json")
+                                "NumPy/BLAS (and PyTorch, JAX if installed)")
+    from .bench import add_arguments as add_bench_arguments
+    add_bench_arguments(bench)
     args = parser.parse_args(argv)
     if args.command == "train":
         from . import BackendUnavailableError, DatasetNotFoundError
@@ -90,9 +90,8 @@ def main(argv=None):
             env = {**os.environ, "OPENBLAS_THREAD_TIMEOUT": "4"}
             argv = sys.argv[1:] if argv is None else list(argv)
             return subprocess.call([sys.executable, "-m", "fastnn", *argv], env=env)
-        from .bench import run
-        run(quick=args.quick, out_dir=args.out)
-        return 0
+        from .bench import run_from_args
+        return run_from_args(args)
     return 2
 
 

@@ -68,3 +68,21 @@ def test_training_step(benchmark, batch):
     for (name, a), (_, b) in zip(check.data["numba"].named_parameters(),
                                  check.data["numpy"].named_parameters()):
         np.testing.assert_allclose(a.data, b.data, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("contender", ["numpy", "torch", "jax"])
+@pytest.mark.parametrize("batch", [32, 128])
+def test_baseline_training_step(benchmark, contender, batch):
+    """The baselines ``fastnn bench`` races fastnn's step against: the hand-written NumPy
+    step, PyTorch eager and JAX jit (the last two when installed).  Each one, after two
+    steps, holds the same weights as fastnn's NumPy backend."""
+    if contender != "numpy":
+        pytest.importorskip(contender)
+    step = bench.make_contender(contender, batch).fn
+    benchmark(step)
+    check, reference = bench.make_contender(contender, batch).fn, bench.FastnnStep(batch, "numpy")
+    for _ in range(2):
+        check()
+        reference()
+    for got, want in zip(check.parameters(), reference.parameters()):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,176 @@
+"""The benchmark's machinery and baselines: correct, and measuring what it says.
+
+Nothing here asserts a timing.  The hand-written NumPy step must compute fastnn's
+gradients and update (else the training targets race a strawman or a different
+computation); the block timing must alternate contenders, discard the warm-up block and
+return block means and medians; the report must carry the kernel path.
+"""
+import json
+
+import numpy as np
+import pytest
+
+from fastnn import bench
+from fastnn.bench.report import Result, to_markdown
+from fastnn.bench.steps import batch_data, initial_parameters
+from fastnn.bench.timing import Contender, Timing, interleave
+
+
+def _flat_numpy(net):
+    return ([a for pair in zip(net.weights, net.biases) for a in pair],
+            [a for pair in zip(net.weight_grads, net.bias_grads) for a in pair])
+
+
+# --------------------------------------------------------------------------- NumPy baseline
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_handwritten_numpy_step_matches_fastnn_float64(backend):
+    # a prime batch, three steps: gradients, losses and the momentum update all agree
+    x, labels = batch_data(7, np.float64)
+    fastnn = bench.FastnnStep(7, backend, np.float64, x=x, labels=labels)
+    params = fastnn.parameters()
+    numpy_step = bench.NumpyMLPStep(params[0::2], params[1::2], 7, lr=1e-3, momentum=0.9)
+    for _ in range(3):
+        fast_loss = fastnn()
+        numpy_loss = numpy_step(x, labels)
+        assert numpy_loss == pytest.approx(fast_loss, rel=1e-12)
+        numpy_params, numpy_grads = _flat_numpy(numpy_step)
+        fast_grads = [p.grad for _, p in fastnn.model.named_parameters()]
+        for got, want in zip(numpy_grads, fast_grads):
+            np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-14)
+        for got, want in zip(numpy_params, fastnn.parameters()):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
+def test_handwritten_numpy_step_stays_float32_and_in_place():
+    step = bench.HandwrittenNumpyStep(5)
+    net = step.net
+    weights = [id(w) for w in net.weights]
+    loss = step()
+    assert np.isfinite(loss)
+    assert [id(w) for w in net.weights] == weights
+    for array in (*net.weights, *net.biases, *net.weight_velocity, *net.deltas):
+        assert array.dtype == np.float32
+
+
+def test_handwritten_numpy_step_loss_is_stable_for_large_logits():
+    # logits of +-1e4 overflow a naive exp(); the max-shifted softmax does not
+    weights = [np.eye(3, dtype=np.float64) * 1e4]
+    net = bench.NumpyMLPStep(weights, [np.zeros(3)], batch=2, lr=0.0, momentum=0.0)
+    x = np.array([[1.0, -1.0, 0.0], [0.0, 0.0, 1.0]])
+    loss = net(x, np.array([1, 2]))
+    # row 0: log(sum exp(z - max)) - (z_1 - max) = 2e4; row 1: 0
+    assert loss == pytest.approx(1e4)
+    assert np.all(np.isfinite(net.deltas[-1]))
+
+
+def test_every_contender_starts_from_the_same_weights():
+    params = initial_parameters()
+    for got, want in zip(bench.HandwrittenNumpyStep(3).parameters(), params):
+        np.testing.assert_array_equal(got, want)
+    for got, want in zip(bench.FastnnStep(3, "numpy").parameters(), params):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("name", ["torch", "jax"])
+def test_optional_contenders_compute_the_same_update(name):
+    pytest.importorskip(name)
+    contender = bench.make_contender(name, 16)
+    reference = bench.HandwrittenNumpyStep(16)
+    for _ in range(2):
+        contender.fn()
+        reference()
+    for got, want in zip(contender.fn.parameters(), reference.parameters()):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- block timing
+def test_interleave_alternates_blocks_and_discards_the_warmup():
+    log = []
+    contenders = [Contender("a", lambda: log.append("a")),
+                  Contender("b", lambda: log.append("b"))]
+    timings = interleave(contenders, rounds=3, block_calls=2)
+    # one warm-up round, then three timed rounds, each an a-block then a b-block
+    assert "".join(log) == "aabb" * 4
+    for timing in timings.values():
+        assert isinstance(timing, Timing)
+        assert timing.block_calls == 2 and len(timing.block_means) == 3
+        assert timing.median > 0 and timing.mean > 0
+        assert timing.mean == pytest.approx(sum(timing.block_means) / 3)
+
+
+def test_work_between_calls_runs_once_per_call():
+    calls = {"fn": 0, "between": 0}
+
+    def fn():
+        calls["fn"] += 1
+
+    def between():
+        calls["between"] += 1
+    interleave([Contender("x", fn, between)], rounds=2, block_calls=3, warmup_blocks=0)
+    assert calls == {"fn": 6, "between": 6}
+
+
+def test_timing_survives_json():
+    timing = Timing(4, [1e-3, 2e-3], 1.5e-3)
+    again = Timing.from_dict(json.loads(json.dumps(timing.to_dict())))
+    assert again == timing and again.mean == pytest.approx(1.5e-3)
+
+
+def test_tiny_training_comparison_gives_a_result_with_block_means_and_medians():
+    fastnn = bench.make_contender("fastnn", 4)
+    numpy_step = bench.make_contender("numpy", 4)
+    timings = interleave([fastnn, numpy_step], rounds=2, block_calls=2)
+    result = Result.from_timings("training step", "mlp", "B=4", 1, timings["fastnn"],
+                                 timings["numpy"], baseline="numpy (hand-written)", target=2.0)
+    assert result.fastnn_ms > 0 and result.baseline_ms > 0
+    assert result.fastnn_median_ms > 0 and result.baseline_median_ms > 0
+    assert result.ratio == pytest.approx(result.baseline_ms / result.fastnn_ms)
+    assert result.median_ratio == pytest.approx(result.baseline_median_ms
+                                                 / result.fastnn_median_ms)
+    assert len(result.fastnn_blocks_ms) == 2 and result.fastnn_block_calls == 2
+    assert result.met == (result.ratio >= 2.0)
+
+
+def test_own_process_timing_returns_timings_per_batch():
+    from fastnn.bench.isolated import time_in_own_process
+    timings = time_in_own_process("numpy", [3, 5], rounds=1, block_calls=2)
+    assert set(timings) == {3, 5}
+    assert all(t.block_calls == 2 and len(t.block_means) == 1 for t in timings.values())
+
+
+# --------------------------------------------------------------------------- report
+def test_slowdown_rows_are_met_below_the_limit():
+    assert Result("c", "x", "B=1", 2, 1.05, 1.0, kind="slowdown", target=1.1).met
+    slow = Result("c", "x", "B=1", 2, 1.5, 1.0, kind="slowdown", target=1.1)
+    assert not slow.met and slow.ratio == pytest.approx(1.5)
+    assert slow.target_text() == "slowdown <= 1.1x"
+
+
+def test_markdown_names_the_kernel_path_and_shows_medians():
+    env = bench.environment()
+    assert env["isa"] and env["kernel_path"] and env["cpu"]
+    result = Result("training step", "mlp", "B=32", 2, 1.0, 2.0, fastnn_median_ms=0.9,
+                    baseline_median_ms=1.9, target=2.0)
+    text = to_markdown([result], env, settings="tiny")
+    assert env["kernel_path"] in text and env["cpu"] in text
+    assert "| 0.9 / 1.9 |" in text and "2.00x" in text and "1 of 1 targets met" in text
+
+
+def test_run_one_section_writes_markdown_and_json(tmp_path, capsys):
+    results = bench.run(only=["optimizer"], rounds=1, out_dir=str(tmp_path),
+                        kernel_block_seconds=0.002)
+    assert [r.group for r in results] == ["optimizer", "optimizer"]
+    data = json.loads((tmp_path / "bench-optimizer.json").read_text())
+    assert data["environment"]["isa"] == bench.environment()["isa"]
+    assert {"fastnn_ms", "fastnn_median_ms", "ratio", "median_ratio"} <= set(data["results"][0])
+    assert "## optimizer" in (tmp_path / "bench-optimizer.md").read_text()
+
+
+def test_cli_only_accepts_sections_and_rejects_unknown_ones(capsys):
+    import argparse
+    parser = bench.add_arguments(argparse.ArgumentParser())
+    assert parser.parse_args(["--only", "training,coexistence"]).only == ["training",
+                                                                          "coexistence"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--only", "trainig"])
+    assert "choose from" in capsys.readouterr().err

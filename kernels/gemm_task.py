@@ -56,7 +56,7 @@ def blocking(itemsize, target=TARGET):
 _BCAST = 0     # broadcast micro-kernel, B read in place (row-major, few rows)
 _PACKED = 1    # broadcast micro-kernel, B packed into panels
 _DOT = 2       # dot-product tiles; A and B both contiguous along k
-_NARROW = 3    # narrow tiles (a few masked columns), A and a row-major B read in place
+_NARROW = 3    # narrow tiles (a few columns), A and a row-major B read in place
 _ROWS = 4      # rows tiles (a few rows), A and a row-major B read in place
 _EPILOGUE_ONLY = 5  # no product (K = 0): the epilogue alone
 
@@ -110,21 +110,31 @@ def _task(t, grid_n, bm, bn, mode, M, N, K, a, a_rs, a_cs, b, b_rs, b_cs, c, ldc
                 bias_act_run(c, i * ldc + j0, j1 - j0, bias, j0, act, p0, p1)
         return
     if mode == _NARROW or mode == _ROWS:
-        # Both operands read in place: a few masked columns, or a few rows.
+        # The left operand read in place, a few columns or a few rows at a time; a column
+        # group narrower than the tile reads a zero-padded copy of its columns of B.
         narrow = mode == _NARROW
         rows = _U(NARROW_ROWS) if narrow else _U(ROWS_ROWS)
         w = (_U(NARROW_VECTORS) if narrow else _U(ROWS_VECTORS)) * _lanes(c)
+        padded = np.empty(K * w if (j1 - j0) % w != _U(0) else _U(0), dtype=c.dtype)
         for jv in range(j0, j1, w):
             nv = min(w, j1 - jv)
+            src = b
+            s0 = jv
+            ld = b_rs
+            if nv < w:
+                pack_b(b, b_rs, _U(1), _U(0), K, jv, nv, w, padded)
+                src = padded
+                s0 = _U(0)
+                ld = w
             for ib in range(i0, i1, rows):
                 mr = min(rows, i1 - ib)
                 c0 = ib * ldc + jv
                 if narrow:
-                    tile_in_place(narrow_tile(c), K, a, ib * a_rs, a_rs, a_cs, mr, b, jv,
-                                  b_rs, nv, c, c0, ldc, accumulate)
+                    tile_in_place(narrow_tile(c), K, a, ib * a_rs, a_rs, a_cs, mr, src, s0,
+                                  ld, nv, c, c0, ldc, accumulate)
                 else:
-                    tile_in_place(rows_tile(c), K, a, ib * a_rs, a_rs, a_cs, mr, b, jv,
-                                  b_rs, nv, c, c0, ldc, accumulate)
+                    tile_in_place(rows_tile(c), K, a, ib * a_rs, a_rs, a_cs, mr, src, s0,
+                                  ld, nv, c, c0, ldc, accumulate)
                 if epilogue:
                     for r in range(mr):
                         bias_act_run(c, c0 + r * ldc, nv, bias, jv, act, p0, p1)

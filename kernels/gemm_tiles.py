@@ -14,7 +14,7 @@ only from other kernels.
 import numpy as np
 
 from ._jit import kernel
-from .simd_tiles import (tile_fma_bcast, tile_fma_bcast_part, tile_fma_dot, tile_lanes,
+from .simd_tiles import (tile_fma_bcast, tile_fma_bcast_rows, tile_fma_dot, tile_lanes,
                          tile_load, tile_load_part, tile_rows, tile_store, tile_store_part,
                          tile_sums, tile_vectors, tile_zeros)
 from .simd_vectors import copy_run, lanes, transpose_block
@@ -56,19 +56,21 @@ def tile_bcast(kc, ap, a0, b, b0, ldb, c, c0, ldc, load_c):
 
 @_internal
 def tile_in_place(acc, kc, a, a0, a_rs, a_cs, mr, b, b0, ldb, nv, c, c0, ldc, load_c):
-    """``C[r, j] (+)= sum_k A[r, k] * B[k, j]`` for ``r < mr``, ``j < nv`` with both
-    operands read where they are: ``A[r, k] = a[a0 + r*a_rs + k*a_cs]``,
+    """``C[r, j] (+)= sum_k A[r, k] * B[k, j]`` for ``r < mr``, ``j < nv``, with the left
+    operand read where it is: ``A[r, k] = a[a0 + r*a_rs + k*a_cs]``,
     ``B[k, j] = b[b0 + k*ldb + j]``, ``C[r, j] = c[c0 + r*ldc + j]``.
 
-    ``acc`` is a zero tile whose shape (rows >= mr, vectors*lanes >= nv) selects the
-    code: the ``narrow`` tile (outputs of a few columns) or the ``rows`` tile (products
-    of a few rows).  Rows past ``mr`` repeat the last one and columns past ``nv`` are
-    masked: nothing outside the operands is read or written.
+    ``acc`` is a zero tile whose shape (rows >= mr, ``W`` = vectors*lanes >= nv)
+    selects the code: the ``narrow`` tile (outputs of a few columns) or the ``rows`` tile
+    (products of a few rows).  All ``W`` columns of each row of ``B`` are read (a caller
+    with fewer valid columns passes a zero-padded copy, so the loop needs no masks);
+    rows of ``A`` past ``mr`` repeat the last one, and only the ``mr x nv`` block of ``C``
+    is read or written.
     """
     if load_c:
         acc = tile_load_part(acc, c, c0, ldc, mr, nv)
     for k in range(kc):
-        acc = tile_fma_bcast_part(acc, a, a0 + k * a_cs, a_rs, mr, b, b0 + k * ldb, nv)
+        acc = tile_fma_bcast_rows(acc, a, a0 + k * a_cs, a_rs, mr, b, b0 + k * ldb)
     tile_store_part(c, c0, ldc, acc, mr, nv)
 
 

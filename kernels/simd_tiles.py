@@ -21,8 +21,8 @@ tile; the loops around them are ordinary kernels):
   the rest reads as zero.
 * ``tile_fma_bcast(tile, a, a0, b, b0)``: the rank-1 update
   ``T[r, :] += a[a0 + r] * b[b0 : b0 + vectors*lanes]`` (a packed micro-panel).
-* ``tile_fma_bcast_part(tile, a, a0, a_rs, mr, b, b0, nv)``: the same with the scalar of
-  row ``r`` at ``a[a0 + min(r, mr-1)*a_rs]`` and only ``nv`` elements of ``b`` read.
+* ``tile_fma_bcast_rows(tile, a, a0, a_rs, mr, b, b0)``: the same with the scalar of
+  row ``r`` at ``a[a0 + min(r, mr-1)*a_rs]`` (the left operand read in place).
 * ``tile_fma_dot(tile, a, a0, a_rs, mr, b, b0, b_rs, nr)``: dot products along ``k``:
   ``T[r, s] += a[a0 + r'*a_rs : + lanes] * b[b0 + s'*b_rs : + lanes]`` lane by lane, with
   ``r' = min(r, mr-1)``, ``s' = min(s, nr-1)``.
@@ -33,7 +33,9 @@ tile; the loops around them are ordinary kernels):
 
 Offsets, strides and counts are unsigned 64-bit integers; clamped rows (``min(r, mr-1)``)
 re-read a valid row instead of reading out of bounds, and masked loads read only valid
-elements.  Multiply-adds are ``llvm.fmuladd`` without fast-math flags (see
+elements.  Masks appear only where a tile is loaded from or stored to the output, never
+in the multiply-add updates that run inside the ``k`` loop: on AVX2 and SSE a mask takes
+a vector register, which the accumulators need (a test checks that no inner loop spills).  Multiply-adds are ``llvm.fmuladd`` without fast-math flags (see
 :mod:`.simd_vectors`).
 """
 from llvmlite import ir
@@ -44,7 +46,7 @@ from .simd_vectors import (element_pointer, fmuladd, lane_mask, masked_load, mas
                            splat, vector_lanes)
 
 __all__ = ["Tile", "tile_zeros", "tile_load", "tile_store", "tile_load_part",
-           "tile_store_part", "tile_fma_bcast", "tile_fma_bcast_part", "tile_fma_dot",
+           "tile_store_part", "tile_fma_bcast", "tile_fma_bcast_rows", "tile_fma_dot",
            "tile_sums", "tile_rows", "tile_vectors", "tile_lanes"]
 
 _I64 = ir.IntType(64)
@@ -231,17 +233,15 @@ def tile_fma_bcast(typingctx, tile, a, a0, b, b0):
 
 
 @intrinsic
-def tile_fma_bcast_part(typingctx, tile, a, a0, a_rs, mr, b, b0, nv):
-    """``T[r, :] += a[a0 + min(r, mr-1)*a_rs] * b[b0 : b0 + nv]`` (lanes past ``nv`` add
-    zero; only ``nv`` elements of ``b`` are read)."""
+def tile_fma_bcast_rows(typingctx, tile, a, a0, a_rs, mr, b, b0):
+    """``T[r, :] += a[a0 + min(r, mr-1)*a_rs] * b[b0 : b0 + vectors*lanes]``: the rank-1
+    update with the left operand read in place (row stride ``a_rs``, rows past ``mr``
+    repeating the last one)."""
     def codegen(context, builder, signature, args):
         vtype = _vector_type(context, tile)
-        masks = _column_masks(builder, tile, args[7])
-        ys = []
-        for v in range(tile.vectors):
-            ptr = element_pointer(context, builder, signature.args[5], args[5],
-                                  builder.add(args[6], _const(v * tile.lanes)))
-            ys.append(masked_load(context, builder, vtype, ptr, masks[v], tile.dtype))
+        ys = [_load(context, builder, signature.args[5], args[5],
+                    builder.add(args[6], _const(v * tile.lanes)), vtype)
+              for v in range(tile.vectors)]
         scalars = []
         for r in range(tile.rows):
             index = builder.add(args[2], builder.mul(args[3], _clamped(builder, r, args[4])))
@@ -249,7 +249,7 @@ def tile_fma_bcast_part(typingctx, tile, a, a0, a_rs, mr, b, b0, nv):
                                                         args[1], index)))
         return _bcast_update(context, builder, tile, args[0], scalars, ys)
 
-    return tile(tile, a, a0, types.uint64, types.uint64, b, b0, types.uint64), codegen
+    return tile(tile, a, a0, types.uint64, types.uint64, b, b0), codegen
 
 
 @intrinsic

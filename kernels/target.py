@@ -38,18 +38,20 @@ __all__ = ["TARGET", "TILES", "Target", "describe"]
 #: * ``bcast``: the main micro-kernel (packed panels): AVX-512 8 x 2 (16 of 32 zmm:
 #:   99% of the FMA peak measured); AVX2 6 x 2 (12 of 16 ymm, BLIS's Haswell shape);
 #:   16-byte vectors 6 x 2 (12 of 16 xmm on SSE; NEON has 32).
-#: * ``narrow``: outputs narrower than :data:`NARROW_COLUMNS` (a 10-class layer), both
-#:   operands in place, masked vectors.
+#: * ``narrow``: outputs narrower than :data:`NARROW_COLUMNS` (a 10-class layer), the left
+#:   operand in place.
 #: * ``rows``: products of at most a few rows (batch 1-7), both operands in place.
+#:   (The 16-byte path's narrow tile is its rows tile: 3 x 4 would need 18 registers
+#:   with SSE's separate multiply and add.)
 #: * ``dot``: dot products along ``k`` (``a @ b.T`` with few rows); ``dot_row``: one row.
 TILES = {
     "avx512": dict(bcast=(8, 2), narrow=(8, 1), rows=(4, 4), dot=(4, 4), dot_row=(1, 8)),
     "avx2": dict(bcast=(6, 2), narrow=(6, 2), rows=(4, 2), dot=(3, 3), dot_row=(1, 8)),
-    "generic": dict(bcast=(6, 2), narrow=(3, 4), rows=(4, 2), dot=(3, 3), dot_row=(1, 8)),
+    "generic": dict(bcast=(6, 2), narrow=(4, 2), rows=(4, 2), dot=(3, 3), dot_row=(1, 8)),
 }
 
-#: Output widths below this many columns use the ``narrow`` tiles (covered by
-#: ``narrow[1]`` vectors of float32 on every path: 16 columns).
+#: Output widths below this many columns use the ``narrow`` tiles (a group of
+#: ``narrow[1] * lanes`` columns at a time: 16 float32 columns on AVX-512 and AVX2).
 NARROW_COLUMNS = 16
 
 _PROBE_IR = """

@@ -14,9 +14,9 @@ only from other kernels.
 import numpy as np
 
 from ._jit import kernel
-from .simd_tiles import (tile_fma_bcast, tile_fma_bcast_rows, tile_fma_dot, tile_lanes,
-                         tile_load, tile_load_part, tile_rows, tile_store, tile_store_part,
-                         tile_sums, tile_vectors, tile_zeros)
+from .simd_tiles import (tile_add_load, tile_fma_bcast, tile_fma_bcast_rows, tile_fma_dot,
+                         tile_lanes, tile_load_part, tile_prefetch, tile_rows, tile_store,
+                         tile_store_part, tile_sums, tile_vectors, tile_zeros)
 from .simd_vectors import copy_run, lanes, transpose_block
 from .target import TARGET
 
@@ -32,6 +32,10 @@ NARROW_ROWS, NARROW_VECTORS = TARGET.tiles()["narrow"]
 ROWS_ROWS, ROWS_VECTORS = TARGET.tiles()["rows"]
 DOT_ROWS, DOT_COLS = TARGET.tiles()["dot"]
 DOT_ROW_ROWS, DOT_ROW_COLS = TARGET.tiles()["dot_row"]
+# pack_a transposes blocks of at most 8 rows: the first 8 rows of a panel, then the rest.
+_MR_LOW = min(MR, 8)
+_MR_HIGH = max(MR - 8, 0)
+assert MR <= 16
 
 
 # --------------------------------------------------------------------------- micro-kernels
@@ -43,14 +47,17 @@ def tile_bcast(kc, ap, a0, b, b0, ldb, c, c0, ldc, load_c):
     ``A[r, k] = ap[a0 + k*MR + r]`` (a packed micro-panel), ``B[k, j] = b[b0 + k*ldb + j]``,
     ``C[r, j] = c[c0 + r*ldc + j]``, ``r < MR``, ``j < NR``, ``k < kc``.  Per ``k``: ``NRV``
     vector loads of ``B``, ``MR`` broadcasts of ``A``, ``MR * NRV`` multiply-adds.
-    ``load_c``: add to ``C`` (else overwrite it).
+    ``load_c``: add to ``C`` (else overwrite it).  The sums start from zero and ``C`` is
+    added after the loop, its lines prefetched before it: the multiply-adds never wait
+    for ``C`` to come from memory.
     """
     acc = tile_zeros(c, MR, NRV)
-    if load_c:
-        acc = tile_load(acc, c, c0, ldc)
+    tile_prefetch(acc, c, c0, ldc)
     mr = _U(MR)
     for k in range(kc):
         acc = tile_fma_bcast(acc, ap, a0 + k * mr, b, b0 + k * ldb)
+    if load_c:
+        acc = tile_add_load(acc, c, c0, ldc)
     tile_store(c, c0, ldc, acc)
 
 
@@ -158,11 +165,14 @@ def pack_a(a, a_rs, a_cs, i0, m, pc, kc, ap):
                     ap[dst + k * rows + r] = zero
         if a_cs == _U(1):
             # Row-major A (matmul, matmul_nt): blocks of MR rows x 8 k transposed in
-            # registers, the ragged rest element by element.
+            # registers (at most 8 rows at a time), the ragged rest element by element.
             src = (i0 + p0) * a_rs + pc
             kq = kc // eight * eight if mr == rows else _U(0)
             for k0 in range(_U(0), kq, eight):
-                transpose_block(ap, dst + k0 * rows, rows, a, src + k0, a_rs, MR, 8)
+                transpose_block(ap, dst + k0 * rows, rows, a, src + k0, a_rs, _MR_LOW, 8)
+                if _MR_HIGH > 0:
+                    transpose_block(ap, dst + k0 * rows + eight, rows, a,
+                                    src + eight * a_rs + k0, a_rs, _MR_HIGH, 8)
             for k in range(kq, kc):
                 for r in range(mr):
                     ap[dst + k * rows + r] = a[src + r * a_rs + k]

@@ -2,10 +2,11 @@
 bias and activation), backward ``dY @ W.T`` and the weight gradient ``X.T @ dY``.
 
 Public functions (thin Python wrappers around one compiled core, see "Compile time"). The
-code is in three modules: this one (dispatch, threads, the public functions),
-:mod:`.gemm_task` (one block of the output: blocking, packing, epilogue; the blocking
-parameters ``MR``, ``NRV``, ``KC_BYTES``, ``MC``, ``NB_BYTES``) and :mod:`.gemm_tiles`
-(the micro-kernels and packing routines):
+code is in these modules: this one (dispatch, threads, the public functions),
+:mod:`.gemm_task` (one block of the output: the loops, packing, epilogue, and the cache
+blocking :func:`.gemm_task.blocking`), :mod:`.gemm_tiles` (the micro-kernels and packing
+routines), :mod:`.simd_tiles` / :mod:`.simd_vectors` (register tiles and vectors) and
+:mod:`.target` (the instruction-set path and the tile shapes):
 
 * ``matmul(a, b, out, accumulate=False)``      ``out (+)= a @ b``
 * ``matmul_nt(a, b, out, accumulate=False)``   ``out (+)= a @ b.T``
@@ -17,33 +18,38 @@ Design (GotoBLAS/BLIS blocking around explicit-SIMD micro-kernels):
 * The core sees each operand as a flat array plus *element strides*: ``A[i, k] =
   a[i*a_rs + k*a_cs]``, ``B[k, j] = b[k*b_rs + j*b_cs]``.  A transposed layout is just
   another pair of strides, so one compiled core per dtype serves every layout.
-* Micro-kernel (:func:`.gemm_tiles._tile_bcast`): an ``MR x NR`` = 8 x 32 (float32; 8 x 16
-  float64) block of ``out`` lives in 16 AVX-512 registers while ``k`` runs; per ``k`` it
-  loads two vectors of a ``B`` row, broadcasts 8 values of ``A`` and issues 16
-  ``vfmadd231ps zmm`` (99% of the FMA peak with its operands in L1/L2).  The vectors are a
-  small Numba type over LLVM's ``<16 x float>`` (see :mod:`.simd_vectors`): LLVM does not
-  keep the 16 accumulators of a plain-loop tile in registers.
-* Blocking: per column block of ``NB`` columns and ``k`` block of ``KC``, the ``B`` block
-  (``KC x NB`` = 256 x 512 float32, 512 KiB) stays in L2; ``MC`` rows of ``A`` at a time
-  are packed into 8-row micro-panels (``KC x 8``, 8 KiB, each stays in L1 while it sweeps
-  the ``B`` block).  Packing transposes 8 x 8 or lanes x lanes blocks in registers
-  (:func:`.simd_vectors.transpose_block`).  ``B`` is packed into 32-column panels
-  (zero-padded) when many rows reuse it or when it is transposed (``matmul_nt``); with few
-  rows a row-major ``B`` is read in place (packing would cost as much as the product) and
-  only a ragged last panel is packed.  Ragged tiles of ``out`` go through an 8 x 32
-  scratch tile, so this micro-kernel never needs masks.
-* Small and narrow products have their own tiles, which read both operands in place:
-  :func:`.gemm_tiles._tile_narrow` (8 rows x one masked vector: N < 16, e.g. a 10-class
-  output), :func:`.gemm_tiles._tile_rows` (<= 4 rows x 4 masked vectors: batches of 1..7
-  rows), :func:`.gemm_tiles._tile_dot` (4 x 4 dot products along ``k``: ``matmul_nt`` with
+* The instruction set the kernels are compiled for (:data:`.target.TARGET`: AVX-512,
+  AVX2 + FMA, or a portable 16-byte path; set by ``NUMBA_CPU_NAME`` /
+  ``NUMBA_CPU_FEATURES`` or the host) fixes the vector width and the register tiles
+  (:data:`.target.TILES`); the caches of the machine fix the blocking, which is passed at
+  run time.
+* Micro-kernel (:func:`.gemm_tiles.tile_bcast`): an ``MR x NR`` block of ``out`` lives in
+  registers while ``k`` runs (AVX-512: 12 x 32 float32 in 24 zmm; AVX2: 6 x 16 in 12
+  ymm); per ``k`` it loads two vectors of a ``B`` row, broadcasts ``MR`` values of ``A``
+  and issues ``2 * MR`` multiply-adds.  The block is one :class:`.simd_tiles.Tile` value
+  (LLVM does not keep the accumulators of a plain-loop tile in registers); a test checks
+  every path's inner loops for spills.
+* Blocking: per column block of ``nb`` columns and ``k`` block of ``kc``, the ``B`` block
+  (``kc x nb``, half of L2) is packed into ``NR``-column panels (zero-padded) when many
+  rows reuse it or when it is transposed (``matmul_nt``); with few rows a row-major ``B``
+  is read in place (packing would cost as much as the product) and only a ragged last
+  panel is packed.  ``mc`` rows of ``A`` at a time are packed into ``MR``-row
+  micro-panels; each panel of ``B`` then meets every micro-panel of the ``mc`` rows
+  while it is in L1.  Packing transposes blocks of 8 in registers
+  (:func:`.simd_vectors.transpose_block`).  Ragged tiles of ``out`` go through a scratch
+  tile, so this micro-kernel never needs masks.
+* Small and narrow products have their own tiles (same :func:`.gemm_tiles.tile_in_place`
+  loop, shapes from :data:`.target.TILES`), which read ``A`` in place: ``narrow``
+  (N < 16, e.g. a 10-class output) and ``rows`` (batches of 1..7 rows, ``B`` in place
+  too); and :func:`.gemm_tiles.tile_dot` (dot products along ``k``: ``matmul_nt`` with
   few rows, where a transposing pack of the weights would cost more than the product).
   ``matmul_tn`` with a narrow output and a long contraction computes ``out.T`` into a
   scratch instead. :func:`_gemm` documents the dispatch rules and their thresholds.
 * Epilogue: ``act >= 0`` applies :func:`.epilogue.bias_act_run` to ``out`` right after
-  its last ``k`` block is stored, while it is in cache: with the 8 x 32 micro-kernel to
-  each 8-row strip of a column block (one call per row of ``NB`` columns: one call per
-  row of each 8 x 32 tile cost more than the arithmetic, 2-4% of the fused dense
-  forward), with the other tiles to each tile; ``act = -1`` is the plain product.
+  its last ``k`` block is stored, while it is in cache: with the micro-kernel to each
+  finished ``mc x nb`` block (one call per row of ``nb`` columns: one call per row of each
+  tile cost more than the arithmetic), with the other tiles to each tile; ``act = -1`` is
+  the plain product.
 * Threads: the output is split into one task per thread (rows or columns, whole tiles)
   run on ``numba.prange``; problems under ``SERIAL_FLOPS`` run on the calling thread.
   Every element of ``out`` is summed in the same order whatever the split (``k`` in
@@ -129,22 +135,21 @@ def _gemm(a, b, out, layout, accumulate, act, bias, p0, p1, n_threads, task_addr
 
     1. ``_TN``, ``N < NARROW_N``, ``K >= TRANSPOSED_MIN_K``: transposed output (the
        weight gradient of a 10-class layer).  ``out.T = b.T @ a`` has ``N`` short rows and
-       ``M`` wide columns: 4-row tiles (:func:`.gemm_tiles._tile_rows`, 10 rows -> 12,
-       where the narrow tile would use 10 of 16 lanes) compute it into a scratch, ``a``
-       read in place with vectors along M, and it is transposed into ``out``.
-    2. ``N < NARROW_N``: narrow tiles (:func:`.gemm_tiles._tile_narrow`, 8 rows x one
-       partial vector, masked), both operands read in place (nothing to pack for a few columns);
-       ``_NT`` first copies its tiny ``b`` (N x K) transposed.
+       ``M`` wide columns: the ``rows`` tiles compute it into a scratch, ``a`` read in
+       place with vectors along M, and it is transposed into ``out``.
+    2. ``N < NARROW_N``: the ``narrow`` tiles, ``a`` read in place and ``b`` through a
+       zero-padded copy of its few columns; ``_NT`` first copies its tiny ``b`` (N x K)
+       transposed.
     3. ``_NT``, ``M < DOT_MAX_ROWS``, ``K >= DOT_MIN_K``: dot-product tiles on the
        caller's arrays (a transposing pack of ``b`` would cost more than the product).
-    4. ``M <= ROWS_MAX`` and ``b`` row-major: 4-row tiles
-       (:func:`.gemm_tiles._tile_rows`), in place; the product streams ``b`` once per 4
-       rows.
-    5. ``b`` row-major and ``M < PACK_MIN_ROWS``: the 8 x 32 micro-kernel, ``b`` in place.
-    6. Otherwise the 8 x 32 micro-kernel with ``b`` packed.
+    4. ``M <= ROWS_MAX`` and ``b`` row-major: the ``rows`` tiles, both in place; the
+       product streams ``b`` once per tile of rows.
+    5. ``b`` row-major and ``M < PACK_MIN_ROWS``: the ``MR x NR`` micro-kernel, ``b`` in
+       place.
+    6. Otherwise the ``MR x NR`` micro-kernel with ``b`` packed.
 
     Threads: under ``SERIAL_FLOPS`` (or one thread) a single task on this thread, unless
-    an operand spans ``PARALLEL_BYTES``: a product of a few rows with a weight larger than
+    an operand spans ``parallel_bytes`` (the L2 size): a product of a few rows with a weight larger than
     L2 streams it from L3 at one core's bandwidth (the B = 1 forward of a 784 x 512 layer:
     23 us on one thread, 13 us on two; NumPy 19 us);
     otherwise one task per thread, splitting the rows if each thread gets at least

@@ -39,7 +39,7 @@ a vector register, which the accumulators need (a test checks that no inner loop
 :mod:`.simd_vectors`).
 """
 from llvmlite import ir
-from numba.core import types
+from numba.core import cgutils, types
 from numba.core.extending import intrinsic, models, register_model
 
 from .simd_vectors import (element_pointer, fmuladd, lane_mask, masked_load, masked_store,
@@ -47,7 +47,7 @@ from .simd_vectors import (element_pointer, fmuladd, lane_mask, masked_load, mas
 
 __all__ = ["Tile", "tile_zeros", "tile_load", "tile_store", "tile_load_part",
            "tile_store_part", "tile_fma_bcast", "tile_fma_bcast_rows", "tile_fma_dot",
-           "tile_sums", "tile_rows", "tile_vectors", "tile_lanes"]
+           "tile_sums", "tile_add_load", "tile_prefetch", "tile_rows", "tile_vectors", "tile_lanes"]
 
 _I64 = ir.IntType(64)
 
@@ -298,6 +298,50 @@ def tile_sums(typingctx, tile, out):
                                                  _const(i)))
 
     return types.void(tile, out), codegen
+
+
+@intrinsic
+def tile_add_load(typingctx, tile, c, c0, ldc):
+    """``tile + C``, with ``C`` of the tile's shape read from ``c`` (row ``r`` at
+    ``c0 + r*ldc``): the micro-kernel adds the output it accumulates into after its
+    ``k`` loop, so the loop never waits for ``C`` to arrive from memory."""
+    def codegen(context, builder, signature, args):
+        vtype = _vector_type(context, tile)
+        value = args[0]
+        for r in range(tile.rows):
+            row = builder.add(args[2], builder.mul(args[3], _const(r)))
+            for v in range(tile.vectors):
+                i = r * tile.vectors + v
+                x = _load(context, builder, signature.args[1], args[1],
+                          builder.add(row, _const(v * tile.lanes)), vtype)
+                value = builder.insert_value(value, builder.fadd(builder.extract_value(value, i), x), i)
+        return value
+
+    return tile(tile, c, c0, ldc), codegen
+
+
+@intrinsic
+def tile_prefetch(typingctx, like, c, c0, ldc):
+    """Prefetch (for writing, into L1) the cache lines of a tile of ``like``'s shape at
+    ``c0`` in ``c``: issued before a micro-kernel's ``k`` loop, the output's lines arrive
+    while it computes."""
+    def codegen(context, builder, signature, args):
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+            "llvm.prefetch.p0i8")
+        width = like.vectors * like.lanes * (like.dtype.bitwidth // 8)
+        step = 64 // (like.dtype.bitwidth // 8)
+        for r in range(like.rows):
+            row = builder.add(args[2], builder.mul(args[3], _const(r)))
+            for offset in range(0, max(width // 64, 1)):
+                ptr = element_pointer(context, builder, signature.args[1], args[1],
+                                      builder.add(row, _const(offset * step)))
+                builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 1),
+                                  ir.Constant(i32, 3), ir.Constant(i32, 1)])
+
+    return types.void(like, c, c0, ldc), codegen
 
 
 def _shape_constant(attribute):

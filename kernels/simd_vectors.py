@@ -275,3 +275,4 @@ def vstore_part(typingctx, array, index, value, count):
                      array.dtype)
 
     return types.void(array, index, value, types.uint64), codegen
+

@@ -17,8 +17,9 @@ from numba.core.extending import intrinsic
 from ._jit import kernel
 from .epilogue import bias_act_run
 from .gemm_tiles import (DOT_COLS, DOT_ROW_COLS, DOT_ROWS, MR, NARROW_ROWS, NARROW_VECTORS,
-                         ROWS_ROWS, ROWS_VECTORS, dot_row_tile, dot_tile, narrow_tile, pack_a,
-                         pack_b, panel_width, rows_tile, tile_bcast, tile_dot, tile_in_place)
+                         ROW_VECTORS, ROWS_ROWS, ROWS_VECTORS, dot_row_tile, dot_tile,
+                         narrow_tile, pack_a, pack_b, panel_width, row_tile, rows_tile,
+                         tile_bcast, tile_dot, tile_in_place)
 from .simd_vectors import lanes as _lanes
 from .target import TARGET
 
@@ -116,8 +117,14 @@ def _task(t, grid_n, bm, bn, mode, M, N, K, a, a_rs, a_cs, b, b_rs, b_cs, c, ldc
         # The left operand read in place, a few columns or a few rows at a time; a column
         # group narrower than the tile reads a zero-padded copy of its columns of B.
         narrow = mode == _NARROW
+        one_row = not narrow and M == _U(1)
         rows = _U(NARROW_ROWS) if narrow else _U(ROWS_ROWS)
-        w = (_U(NARROW_VECTORS) if narrow else _U(ROWS_VECTORS)) * _lanes(c)
+        vectors = _U(ROWS_VECTORS)
+        if narrow:
+            vectors = _U(NARROW_VECTORS)
+        elif one_row:
+            vectors = _U(ROW_VECTORS)
+        w = vectors * _lanes(c)
         padded = np.empty(K * w if (j1 - j0) % w != _U(0) else _U(0), dtype=c.dtype)
         for jv in range(j0, j1, w):
             nv = min(w, j1 - jv)
@@ -134,6 +141,9 @@ def _task(t, grid_n, bm, bn, mode, M, N, K, a, a_rs, a_cs, b, b_rs, b_cs, c, ldc
                 c0 = ib * ldc + jv
                 if narrow:
                     tile_in_place(narrow_tile(c), K, a, ib * a_rs, a_rs, a_cs, mr, src, s0,
+                                  ld, nv, c, c0, ldc, accumulate)
+                elif one_row:
+                    tile_in_place(row_tile(c), K, a, ib * a_rs, a_rs, a_cs, mr, src, s0,
                                   ld, nv, c, c0, ldc, accumulate)
                 else:
                     tile_in_place(rows_tile(c), K, a, ib * a_rs, a_rs, a_cs, mr, src, s0,

@@ -30,6 +30,7 @@ _internal = kernel(no_cpython_wrapper=True)
 MR, NRV = TARGET.tiles()["bcast"]
 NARROW_ROWS, NARROW_VECTORS = TARGET.tiles()["narrow"]
 ROWS_ROWS, ROWS_VECTORS = TARGET.tiles()["rows"]
+ROW_ROWS, ROW_VECTORS = TARGET.tiles()["row"]
 DOT_ROWS, DOT_COLS = TARGET.tiles()["dot"]
 DOT_ROW_ROWS, DOT_ROW_COLS = TARGET.tiles()["dot_row"]
 # pack_a transposes blocks of at most 8 rows: the first 8 rows of a panel, then the rest.
@@ -120,6 +121,12 @@ def narrow_tile(like):
 def rows_tile(like):
     """A zero tile of the ``rows`` shape, of ``like``'s dtype."""
     return tile_zeros(like, ROWS_ROWS, ROWS_VECTORS)
+
+
+@_internal
+def row_tile(like):
+    """A zero tile of the ``row`` shape (one row of many vectors), of ``like``'s dtype."""
+    return tile_zeros(like, ROW_ROWS, ROW_VECTORS)
 
 
 @_internal

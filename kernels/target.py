@@ -41,14 +41,19 @@ __all__ = ["TARGET", "TILES", "Target", "describe"]
 #:   16-byte vectors 6 x 2 (12 of 16 xmm on SSE; NEON has 32).
 #: * ``narrow``: outputs narrower than :data:`NARROW_COLUMNS` (a 10-class layer), the left
 #:   operand in place.
-#: * ``rows``: products of at most a few rows (batch 1-7), both operands in place.
+#: * ``rows``: products of at most a few rows (batch 2-7), both operands in place;
+#:   ``row``: one row (batch 1: a vector times a matrix), eight accumulators so that the
+#:   multiply-adds of one ``k`` do not wait on each other.
 #:   (The 16-byte path's narrow tile is its rows tile: 3 x 4 would need 18 registers
 #:   with SSE's separate multiply and add.)
 #: * ``dot``: dot products along ``k`` (``a @ b.T`` with few rows); ``dot_row``: one row.
 TILES = {
-    "avx512": dict(bcast=(12, 2), narrow=(8, 1), rows=(4, 4), dot=(4, 4), dot_row=(1, 8)),
-    "avx2": dict(bcast=(6, 2), narrow=(6, 2), rows=(4, 2), dot=(3, 3), dot_row=(1, 8)),
-    "generic": dict(bcast=(6, 2), narrow=(4, 2), rows=(4, 2), dot=(3, 3), dot_row=(1, 8)),
+    "avx512": dict(bcast=(12, 2), narrow=(8, 1), rows=(4, 4), row=(1, 8), dot=(4, 4),
+                   dot_row=(1, 8)),
+    "avx2": dict(bcast=(6, 2), narrow=(6, 2), rows=(4, 2), row=(1, 8), dot=(3, 3),
+                 dot_row=(1, 8)),
+    "generic": dict(bcast=(6, 2), narrow=(4, 2), rows=(4, 2), row=(1, 8), dot=(3, 3),
+                    dot_row=(1, 8)),
 }
 
 #: Output widths below this many columns use the ``narrow`` tiles (a group of

@@ -140,7 +140,7 @@ def test_the_path_follows_the_compile_target():
 def test_every_path_has_every_tile_and_fits_its_registers():
     registers = {"avx512": 32, "avx2": 16, "generic": 16}
     for isa, tiles in TILES.items():
-        assert set(tiles) == {"bcast", "narrow", "rows", "dot", "dot_row"}
+        assert set(tiles) == {"bcast", "narrow", "rows", "row", "dot", "dot_row"}
         for name, (rows, vectors) in tiles.items():
             # accumulators + the operands of one step (+1 for a product without FMA)
             live = rows * vectors + (rows if name.startswith("dot") else vectors) + 2

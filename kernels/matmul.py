@@ -106,7 +106,9 @@ TRANSPOSED_MIN_K = _U(32)  # ... but matmul_tn with K >= this computes out.T ins
 SERIAL_FLOPS = _U(1 << 20)  # fewer flops: one thread beats waking the pool ...
 # ... unless an operand spans the L2 (blocking[4], TARGET.l2_bytes): a product with a few
 # rows is then bound by one core's L3 bandwidth
-MIN_SPLIT_ROWS = _U(32)     # threads split the rows if each gets this many, else ...
+MIN_SPLIT_ROWS = _U(128)    # threads split the rows if each gets this many, else ... (with
+                            # fewer, each thread would pack all of B: splitting the
+                            # columns of a 128-row product was 10-20% faster)
 MIN_SPLIT_COLS = _U(128)    # ... the columns, if each gets this many
 
 
@@ -153,8 +155,8 @@ def _gemm(a, b, out, layout, accumulate, act, bias, p0, p1, n_threads, task_addr
     L2 streams it from L3 at one core's bandwidth (the B = 1 forward of a 784 x 512 layer:
     23 us on one thread, 13 us on two; NumPy 19 us);
     otherwise one task per thread, splitting the rows if each thread gets at least
-    ``MIN_SPLIT_ROWS`` of them (measured faster than splitting the columns, even though
-    each thread then packs the same ``B``), else the columns if each thread gets at least
+    ``MIN_SPLIT_ROWS`` of them (each thread then packs the same ``B``, which pays off with
+    many rows), else the columns if each thread gets at least
     ``MIN_SPLIT_COLS``, else the rows (whole tiles either way).
     """
     if layout == _NT:

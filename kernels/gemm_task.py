@@ -18,7 +18,7 @@ from ._jit import kernel
 from .epilogue import bias_act_run
 from .gemm_tiles import (DOT_COLS, DOT_ROW_COLS, DOT_ROWS, MR, NARROW_ROWS, NARROW_VECTORS,
                          ROW_VECTORS, ROWS_ROWS, ROWS_VECTORS, dot_row_tile, dot_tile,
-                         narrow_tile, pack_a, pack_b, panel_width, row_tile, rows_tile,
+                         narrow_tile, pack_a, pack_b, panel_width, prefetch_output, row_tile, rows_tile,
                          tile_bcast, tile_dot, tile_in_place)
 from .simd_vectors import lanes as _lanes
 from .target import TARGET
@@ -173,14 +173,31 @@ def _task(t, grid_n, bm, bn, mode, M, N, K, a, a_rs, a_cs, b, b_rs, b_cs, c, ldc
                 mc = min(mcb, i1 - ic)
                 pack_a(a, a_rs, a_cs, ic, mc, pc, kc, ap)
                 # Each panel of B (kc x NR) is read once per MC rows and stays in L1 while
-                # the micro-panels of A (MR x kc) stream past it from L2.
+                # the micro-panels of A (MR x kc) stream past it from L2.  (Two calls
+                # rather than a variable holding b or bp: an array variable assigned in
+                # the loop costs atomic reference-count updates.)
                 for jr in range(_U(0), nb, nr):
                     w = min(nr, nb - jr)
-                    src, s0, ld = _b_panel(mode, b, b_rs, bp, pc, jb, jr, kc, nr, w)
+                    in_place = mode != _PACKED and w == nr
+                    s0 = pc * b_rs + jb + jr if in_place else (jr * kc if mode == _PACKED
+                                                              else _U(0))
+                    ld = b_rs if in_place else nr
+                    prefetch_output(c, ic * ldc + jb + jr, ldc)
                     for ib in range(ic, ic + mc, mr_full):
-                        _micro_tile(kc, ap, (ib - ic) * kc, src, s0, ld, c,
-                                    ib * ldc + jb + jr, ldc, load_c,
-                                    min(mr_full, ic + mc - ib), w, tile)
+                        mr = min(mr_full, ic + mc - ib)
+                        c0 = ib * ldc + jb + jr
+                        # The next tile's lines of C arrive while this one computes: the
+                        # tiles run down a column strip of C, which no hardware prefetcher
+                        # follows, and with a short k loop the stores would wait on them.
+                        prefetch_output(c, c0 + mr_full * ldc, ldc)
+                        a_off = (ib - ic) * kc
+                        if mr != mr_full or w != nr:
+                            _ragged_tile(kc, ap, a_off, b if in_place else bp, s0, ld, c, c0,
+                                         ldc, load_c, mr, w, tile)
+                        elif in_place:
+                            tile_bcast(kc, ap, a_off, b, s0, ld, c, c0, ldc, load_c)
+                        else:
+                            tile_bcast(kc, ap, a_off, bp, s0, ld, c, c0, ldc, load_c)
                 if last and epilogue:
                     # The block (mc rows x nb columns) is final and still in L2.
                     for i in range(ic, ic + mc):
@@ -188,26 +205,12 @@ def _task(t, grid_n, bm, bn, mode, M, N, K, a, a_rs, a_cs, b, b_rs, b_cs, c, ldc
 
 
 @_internal
-def _b_panel(mode, b, b_rs, bp, pc, jb, jr, kc, nr, w):
-    """``(array, offset, row stride)`` of the ``kc x nr`` panel of ``B`` at column
-    ``jb + jr`` (``w`` valid columns): in the packed block ``bp``, or read in place where
-    ``B`` is row-major and the panel is whole (a ragged panel is packed at ``bp[0:]``)."""
-    if mode == _PACKED:
-        return bp, jr * kc, nr
-    if w == nr:
-        return b, pc * b_rs + jb + jr, b_rs
-    return bp, _U(0), nr
-
-
-@_internal
-def _micro_tile(kc, ap, a_off, src, s0, ld, c, c0, ldc, load_c, mr, w, tile):
-    """One micro-tile of ``C`` at ``c0`` (``mr x w`` valid of ``MR x NR``): the micro-kernel
-    on ``C`` itself, or through the scratch ``tile`` when ragged (so the kernel is never
-    masked)."""
+def _ragged_tile(kc, ap, a_off, src, s0, ld, c, c0, ldc, load_c, mr, w, tile):
+    """A ragged micro-tile of ``C`` at ``c0`` (``mr x w`` valid of ``MR x NR``), computed
+    through the scratch ``tile`` so the micro-kernel is never masked.  (Kept out of the
+    loop over whole tiles: a call there, even to this small function, halved the speed of
+    products with a short ``k``, such as the weight gradient at batch 32.)"""
     nr = panel_width(c)
-    if mr == _U(MR) and w == nr:
-        tile_bcast(kc, ap, a_off, src, s0, ld, c, c0, ldc, load_c)
-        return
     if load_c:
         for r in range(mr):
             for j in range(w):

@@ -49,11 +49,10 @@ def tile_bcast(kc, ap, a0, b, b0, ldb, c, c0, ldc, load_c):
     ``C[r, j] = c[c0 + r*ldc + j]``, ``r < MR``, ``j < NR``, ``k < kc``.  Per ``k``: ``NRV``
     vector loads of ``B``, ``MR`` broadcasts of ``A``, ``MR * NRV`` multiply-adds.
     ``load_c``: add to ``C`` (else overwrite it).  The sums start from zero and ``C`` is
-    added after the loop, its lines prefetched before it: the multiply-adds never wait
-    for ``C`` to come from memory.
+    added after the loop (the caller prefetches its lines a tile ahead): the
+    multiply-adds never wait for ``C`` to come from memory.
     """
     acc = tile_zeros(c, MR, NRV)
-    tile_prefetch(acc, c, c0, ldc)
     mr = _U(MR)
     for k in range(kc):
         acc = tile_fma_bcast(acc, ap, a0 + k * mr, b, b0 + k * ldb)
@@ -139,6 +138,12 @@ def dot_tile(like):
 def dot_row_tile(like):
     """A zero tile of the ``dot_row`` shape (one row of dot products)."""
     return tile_zeros(like, DOT_ROW_ROWS, DOT_ROW_COLS)
+
+
+@_internal
+def prefetch_output(c, c0, ldc):
+    """Prefetch the lines of the ``MR x NR`` block of ``c`` at ``c0`` (for writing)."""
+    tile_prefetch(tile_zeros(c, MR, NRV), c, c0, ldc)
 
 
 @_internal

@@ -1,13 +1,17 @@
 """Tests for fastnn.kernels.matmul against a float64 NumPy reference.
 
 The shapes are chosen to reach every rule of the dispatcher (see ``_gemm`` in
-kernels/matmul.py) and every path inside each: transposed output (``matmul_tn`` with
-N < 16 and K >= 32); narrow tiles (N < 16, including ``matmul_nt``'s transposed copy of
-``b``); dot-product tiles (``matmul_nt`` with M < 24); 4-row tiles (M <= 7); the 8 x 32
-micro-kernel with the right operand read in place (M < 96) and packed (M >= 96, and
-``matmul_nt``); the serial and the parallel driver (2*M*N*K below and above
+kernels/matmul.py) and every path inside each, for the tiles of whichever instruction
+set the kernels are compiled for (kernels/target.py; CI runs this file for the AVX-512,
+AVX2 and portable paths): transposed output (``matmul_tn`` with N < 16 and K >= 32);
+narrow tiles (N < 16, including ``matmul_nt``'s transposed copy of ``b``); dot-product
+tiles (``matmul_nt`` with M < 24, one row and several); the one-row and few-row tiles
+(M <= 7), with a ragged last column group read through a zero-padded copy; the
+``MR x NR`` micro-kernel with the right operand read in place (M < 96) and packed
+(M >= 96, and ``matmul_nt``); the serial and the parallel driver (2*M*N*K below and above
 ``SERIAL_FLOPS``), split by columns and by rows; several k blocks, column blocks and row
-blocks; ragged micro-tiles (M, N, K not multiples of 8, 32, 16).
+blocks; ragged micro-tiles (M, N, K not multiples of 6, 8, 12, 16, 32); short
+contractions (K = 1, 2, 3, 7, 10) where the micro-kernel's fixed costs dominate.
 """
 import numba
 import numpy as np
@@ -45,6 +49,8 @@ SHAPES = [
     (300, 10, 100),     # narrow / transposed output, parallel: rows split
     (2000, 15, 70),     # narrow / transposed output, parallel
     (97, 89, 101),      # primes
+    (300, 256, 10),     # K = 10: the input gradient of a 10-class layer
+    (262, 513, 32),     # rows split between threads, short k, ragged everywhere
 ]
 SHAPE_IDS = ["x".join(map(str, s)) for s in SHAPES]
 

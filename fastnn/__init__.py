@@ -7,6 +7,11 @@
 ...               metrics=["accuracy"])
 >>> history = model.fit(x, y, epochs=5, batch_size=128)
 """
+# First: the thread-pool defaults must be in place before Numba starts its OpenMP pool.
+from . import threads as _threads
+
+_threads.apply_defaults()
+
 from .backends import BackendUnavailableError, available_backends, get_backend, set_backend, use_backend
 from .data import batches
 from .datasets import DatasetNotFoundError, load_mnist
@@ -19,6 +24,7 @@ from .model import Sequential
 from .module import Module, Parameter
 from .optim import OPTIMIZERS, SGD, Optimizer
 from .serialization import ModelFileError, load_model as load
+from .threads import get_num_threads, set_num_threads, thread_info
 from .training import History, TrainingDivergedError
 
 __version__ = "0.1.0"
@@ -29,6 +35,6 @@ __all__ = [
     "Gaussian", "History", "Identity", "LeakyReLU", "Linear", "Loss", "MSELoss",
     "ModelFileError", "Module", "Optimizer", "Parameter", "PiecewiseLinear", "ReLU", "SGD",
     "Sequential", "Sigmoid", "Softmax", "Softplus", "Step", "Tanh", "TrainingDivergedError",
-    "available_backends", "batches", "get_backend", "load", "load_mnist", "manual_seed",
-    "set_backend", "use_backend",
+    "available_backends", "batches", "get_backend", "get_num_threads", "load", "load_mnist",
+    "manual_seed", "set_backend", "set_num_threads", "thread_info", "use_backend",
 ]

@@ -1,7 +1,5 @@
 """Command line: ``fastnn train`` and ``fastnn bench`` (also ``python -m fastnn ...``)."""
 import argparse
-import os
-import subprocess
 import sys
 import time
 
@@ -84,12 +82,8 @@ def main(argv=None):
             print(f"fastnn train: error: {exc}", file=sys.stderr)
             return 2
     if args.command == "bench":
-        if "OPENBLAS_THREAD_TIMEOUT" not in os.environ:
-            # Interleaving NumPy and Numba calls on 2 cores: OpenBLAS threads must not keep
-            # spinning after each call (it reads this at start-up, hence a fresh process).
-            env = {**os.environ, "OPENBLAS_THREAD_TIMEOUT": "4"}
-            argv = sys.argv[1:] if argv is None else list(argv)
-            return subprocess.call([sys.executable, "-m", "fastnn", *argv], env=env)
+        # No environment of its own: the bench measures the thread-pool settings users get
+        # (fastnn.threads applies its spin defaults on import).
         from .bench import run_from_args
         return run_from_args(args)
     return 2

@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 
+from ..threads import environment_without_defaults
 from .steps import CONTENDERS, make_contender
 from .timing import Timing, interleave
 
@@ -61,7 +62,10 @@ def time_in_own_process(name, batches, rounds=7, block_seconds=0.06, min_calls=3
                "--threads", str(threads)]
     if block_calls:
         command += ["--block-calls", str(block_calls)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    # A baseline runs as its users run it: without fastnn's thread-pool defaults (these
+    # shorten OpenBLAS's spin, which costs a NumPy-only loop of small products ~10%).
+    env = None if name.startswith(("fastnn", "numpy-backend")) else environment_without_defaults()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-5:])
         raise RuntimeError(f"timing {name!r} in its own process failed:\n{tail}")

@@ -111,6 +111,33 @@ def test_sgd_updates(size, dtype, rng, numba_ops, reference):
         assert_close(v, v64, dtype)
 
 
+@pytest.mark.parametrize("size", [7, 1031, 100_003])
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_momentum_stores_subnormal_velocities_as_zero(size, dtype, backend, rng):
+    """A velocity that decays below the smallest normal float becomes exactly zero (the
+    same in both backends), normal ones and NaN are kept; the parameter moves as before."""
+    from fastnn.backends import get_backend
+    ops = get_backend(backend)
+    tiny = np.finfo(dtype).tiny
+    v = random(rng, size, dtype)
+    v[::3] = tiny * 1.05          # * 0.9 -> subnormal
+    v[1::3] = tiny * 4            # * 0.9 -> still normal
+    v[-1] = np.nan
+    g = np.zeros(size, dtype)     # a dead unit: no gradient
+    p = random(rng, size, dtype)
+    p_before = p.copy()
+    expected = v.astype(np.float64) * 0.9
+    ops.sgd_momentum_update(p, g, v, 0.1, 0.9, 0.0, False)
+    finite = v[:-1]
+    assert np.all(v[::3][:-1] == 0)
+    assert not np.any((finite != 0) & (np.abs(finite) < tiny))      # no subnormal left
+    np.testing.assert_allclose(v[1::3][:-1], expected[1::3][:-1], rtol=1e-6)
+    assert np.isnan(v[-1]) and np.isnan(p[-1])
+    step = np.float64(0.1) * v[:-1]
+    err = np.abs(p[:-1] - (p_before[:-1] - step))
+    assert np.all(err <= 4 * np.finfo(dtype).eps * (np.abs(p_before[:-1]) + np.abs(step)))
+
+
 @pytest.mark.parametrize("size", [1, 7, 1031])
 def test_clipping_kernels(size, dtype, rng, numba_ops):
     x = random(rng, size, dtype, scale=3.0)

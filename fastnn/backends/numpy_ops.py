@@ -257,6 +257,8 @@ def sgd_momentum_update(param, grad, velocity, lr, momentum, weight_decay, neste
     g = grad + _cast(weight_decay, param) * param
     velocity *= _cast(momentum, param)
     velocity += g
+    # stored as zero below the smallest normal float, as the Numba kernel does
+    velocity[np.abs(velocity) < np.finfo(velocity.dtype).tiny] = 0
     step = g + _cast(momentum, param) * velocity if nesterov else velocity
     param -= _cast(lr, param) * step
     return param

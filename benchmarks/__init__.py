@@ -5,9 +5,5 @@ side; the cases themselves are defined once, in :mod:`fastnn.bench`, and shared 
 ``fastnn bench`` command and the pytest-benchmark tests.  JIT compilation happens in
 ``setup`` (which asv runs in the timed process), never inside a timing.
 """
-import os
-
-# OpenBLAS threads spin for a long time after each call and starve Numba's threads on a
-# 2-core machine when the two backends alternate; let them sleep quickly.  (Set before
-# NumPy is imported by the suites.)
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+# No thread-pool settings here: importing fastnn applies its defaults (fastnn/threads.py),
+# so the suites measure what users get.

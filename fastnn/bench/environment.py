@@ -66,6 +66,12 @@ def _optional_version(module):
         return None
 
 
+#: Environment variables that restrict PyTorch (ATen, oneDNN, MKL) and JAX (XLA) to an
+#: instruction set, e.g. AVX2 on an AVX-512 machine (see benchmarks/RESULTS.md).
+PEER_ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
+                      "XLA_FLAGS")
+
+
 def environment():
     """Everything the tables' header and the JSON record about this run (a dict)."""
     import numba
@@ -76,7 +82,10 @@ def environment():
            "numba_threads": numba.get_num_threads(),
            "blas": blas_info(blas), "blas_libraries": blas,
            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", ""),
-           "NUMBA_CPU_NAME": os.environ.get("NUMBA_CPU_NAME", "")}
+           "NUMBA_CPU_NAME": os.environ.get("NUMBA_CPU_NAME", ""),
+           # what pins the peers to one instruction set when another family is emulated
+           # (OPENBLAS_CORETYPE for NumPy; these for PyTorch and JAX)
+           "peer_isa": {k: os.environ[k] for k in PEER_ISA_VARIABLES if k in os.environ}}
     target = kernel_target()
     env.update(isa=target["isa"], kernel_cpu=target["cpu"], kernel_path=target["path"],
                tiles=target.get("tiles"), kernel_target=target)

@@ -126,6 +126,8 @@ def header_lines(env, peak, settings):
              + (f" (NUMBA_CPU_NAME={env['NUMBA_CPU_NAME']})" if env.get("NUMBA_CPU_NAME") else ""),
              f"- {', '.join(libraries)}",
              f"- OPENBLAS_CORETYPE: {env['OPENBLAS_CORETYPE'] or '(not set)'}",
+             "- peers pinned to an instruction set: " + (", ".join(
+                 f"{k}={v}" for k, v in env.get("peer_isa", {}).items()) or "no"),
              f"- {peak.label() + ', float32' if peak else 'FMA peak: not measured in this run'}",
              f"- timing: {settings}", ""]
     return lines

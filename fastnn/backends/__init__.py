@@ -1,8 +1,9 @@
 """Backends: objects with the same operations, selected by name.
 
-* ``"numba"`` (the default): the hand-written Numba kernels in ``fastnn.kernels``.
-* ``"numpy"``: every operation written plainly in NumPy; the reference for the tests and
-  the NumPy/BLAS baseline for the benchmarks.
+* ``"numpy"``: every operation written plainly in NumPy: the reference the tests compare
+  against, the NumPy/BLAS baseline of the benchmarks, and the base the others extend.
+* ``"numba"`` (the default): the NumPy backend with its hot paths replaced by the
+  hand-written Numba kernels of ``fastnn.kernels`` (same memory, same results).
 * ``"cuda"``: the optional GPU backend (``pip install "fastnn[cuda]"``): the kernels of
   ``fastnn.kernels.cuda`` on ``numba.cuda`` device arrays.  ``numba.cuda`` is imported only
   when this backend is asked for.
@@ -10,6 +11,13 @@
 Select one globally with :func:`set_backend`, for a block of code with :func:`use_backend`
 (a context manager; the selection holds for the current thread / asyncio task), or per model with
 ``Sequential(..., backend="numpy")``.
+
+A backend is a chain of operations modules, searched in order (:data:`_OPS_MODULES`):
+``numba`` is ``numba_ops`` over ``numpy_ops``, so a new operation written once in NumPy
+works on the CPU at once and gets a kernel when it is worth one.  A backend whose memory
+is its own (``cuda``) has no host fallback: an operation it lacks raises
+:class:`NotImplementedError` naming the operation and the backend when it is *used*,
+never when the backend is built, so one missing kernel does not take the backend away.
 """
 import contextlib
 import contextvars
@@ -30,12 +38,12 @@ OPERATIONS = (
     + ("argmax_matches", "argmax_matches_soft", "sign_matches", "abs_error_sum")
 )
 
-# name -> module that provides OPERATIONS; imported lazily so that e.g. CUDA is only
-# imported when it is asked for.
+# name -> the modules that provide its operations, most specific first; imported lazily
+# so that e.g. CUDA is only imported when it is asked for.
 _OPS_MODULES = {
-    "numba": "fastnn.backends.numba_ops",
-    "numpy": "fastnn.backends.numpy_ops",
-    "cuda": "fastnn.backends.cuda_ops",
+    "numba": ("fastnn.backends.numba_ops", "fastnn.backends.numpy_ops"),
+    "numpy": ("fastnn.backends.numpy_ops",),
+    "cuda": ("fastnn.backends.cuda_ops",),
 }
 
 
@@ -46,25 +54,37 @@ class BackendUnavailableError(RuntimeError):
 class Backend:
     """A named set of operations plus the few memory functions the layers need.
 
-    The NumPy and Numba backends both keep arrays in host memory as NumPy arrays
-    (``memory == "host"``), so models switch between them freely; an operations module
-    with its own memory (the CUDA backend) provides ``MEMORY``, ``empty``, ``zeros``,
-    ``asarray`` and ``to_numpy`` itself.
+    ``modules``: the operations modules, most specific first; an operation is taken from
+    the first that defines it (see the module docstring).  The host backends keep arrays
+    in host memory as NumPy arrays (``memory == "host"``), so models switch between them
+    freely; an operations module with its own memory (the CUDA backend) provides
+    ``MEMORY``, ``empty``, ``zeros``, ``asarray`` and ``to_numpy`` itself.
     """
 
     memory = "host"
 
-    def __init__(self, name, ops):
+    def __init__(self, name, modules):
         self.name = name
-        missing = [op for op in OPERATIONS if not hasattr(ops, op)]
-        if missing:
-            raise NotImplementedError(f"backend {name!r} lacks operations: {', '.join(missing)}")
+        self.provided_by = {}       # operation -> name of the module that provides it
         for op in OPERATIONS:
-            setattr(self, op, getattr(ops, op))
-        if hasattr(ops, "MEMORY"):
-            self.memory = ops.MEMORY
+            for module in modules:
+                if hasattr(module, op):
+                    setattr(self, op, getattr(module, op))
+                    self.provided_by[op] = module.__name__
+                    break
+        own = modules[0]
+        if hasattr(own, "MEMORY"):
+            self.memory = own.MEMORY
             for fn in ("empty", "zeros", "asarray", "to_numpy"):
-                setattr(self, fn, getattr(ops, fn))
+                setattr(self, fn, getattr(own, fn))
+
+    def __getattr__(self, op):
+        # only reached for names not set in __init__: an operation this backend lacks
+        if op in OPERATIONS:
+            raise NotImplementedError(
+                f"the {self.name!r} backend has no {op!r} operation; run this model on "
+                f"another backend (model.to(\"numba\") or \"numpy\")")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {op!r}")
 
     def empty(self, shape, dtype):
         return np.empty(shape, dtype=dtype)
@@ -106,7 +126,8 @@ def get_backend(backend=None):
         if name not in _OPS_MODULES:
             raise ValueError(f"unknown backend {backend!r}; valid names: "
                              f"{', '.join(available_backends())}")
-        _instances[name] = Backend(name, importlib.import_module(_OPS_MODULES[name]))
+        _instances[name] = Backend(name, [importlib.import_module(m)
+                                          for m in _OPS_MODULES[name]])
     return _instances[name]
 
 

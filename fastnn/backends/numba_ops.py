@@ -1,14 +1,13 @@
 """The Numba backend's operations: the kernels of ``fastnn.kernels``, by name.
 
-Most operations are kernels as they are; the fused dense-layer operations are short
-compositions of kernels that translate activation names into the kernels' codes.
+The Numba backend is the NumPy backend with these operations in place of NumPy's
+(:mod:`fastnn.backends`); an operation not defined here runs NumPy's version.  Most are
+kernels as they are; the fused dense-layer operations are short compositions of kernels
+that translate activation names into the kernels' codes.
 """
 import numpy as np
 
 from ..kernels.activations import *  # noqa: F401,F403
-# Metric sums run once per batch on (batch x classes) outputs: NumPy's are fine here.
-from .numpy_ops import (  # noqa: F401
-    abs_error_sum, argmax_matches, argmax_matches_soft, sign_matches)
 from ..kernels.bias import bias_add, bias_grad  # noqa: F401
 from ..kernels.dense import act_bias_grad
 from ..kernels.epilogue import epilogue_args

@@ -126,3 +126,24 @@ def test_newer_version_and_mismatched_shapes_are_refused(tmp_path):
 def test_missing_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         fnn.load(tmp_path / "nope.fnn")
+
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+
+def test_files_of_format_version_1_still_load():
+    """A file written by fastnn's first file format (2026-11, ``"version": 1``: a flat
+    list of Linear/Activation layers) loads with its weights, compile settings and
+    optimiser state, and predicts what it predicted when it was written."""
+    path = os.path.join(FIXTURES, "model_format_v1.fnn")
+    expected = np.load(os.path.join(FIXTURES, "model_format_v1_expected.npz"))
+    with zipfile.ZipFile(path) as zf:
+        assert json.loads(zf.read("fastnn.json"))["version"] == 1
+    m = fnn.load(path)
+    assert [type(layer).__name__ for layer in m.layers] == [
+        "Linear", "LeakyReLU", "Linear", "Sigmoid", "Linear"]
+    assert m.layers[1].params == {"alpha": 0.05} and m.layers[3].params == {"beta": 1.5}
+    np.testing.assert_allclose(m(expected["x"]), expected["logits"], rtol=1e-6, atol=1e-7)
+    assert m.loss.name == "cross_entropy" and m.metrics == ("accuracy",)
+    assert type(m.optimizer).__name__ == "SGD"
+    np.testing.assert_array_equal(m.optimizer.state[0]["velocity"], expected["velocity_0"])

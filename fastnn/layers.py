@@ -1,21 +1,27 @@
-"""Layers: the dense layer and one layer per activation of the kernel registry."""
+"""Layers: the dense layer and one layer per activation of the kernel registry.
+
+Both act on the last axis of their input, whatever its rank: ``(batch, features)``,
+``(batch, time, features)``, ...; the kernels see the leading axes as rows
+(:func:`fastnn.module.rows`).
+"""
 import numpy as np
 
 from .backends.memory import like
 from .init import init_bias, init_weight, make_rng
-from .kernels.activations import ACTIVATIONS, NOT_DIFFERENTIABLE
-from .module import Module, Parameter
+from .kernels.activation_specs import BY_NAME, check_params
+from .module import Module, Parameter, rows
 from .validation import as_dtype, check_choice, check_number
 
 
 class Linear(Module):
-    """Dense (fully connected) layer on a batch: ``z = x @ W + b``.
+    """Dense (fully connected) layer on the last axis: ``z = x @ W + b``.
 
     Parameters
     ----------
     in_features, out_features : int
         Input and output widths.  ``weight`` has shape (in_features, out_features),
-        ``bias`` shape (out_features,).
+        ``bias`` shape (out_features,); an input ``(..., in_features)`` gives an output
+        ``(..., out_features)``.
     bias : bool, default True
         Whether the layer has a bias.
     init : str, default "glorot_uniform"
@@ -27,10 +33,19 @@ class Linear(Module):
     seed : int or numpy.random.Generator, optional
         Source of the initial weights; default: the generator seeded by
         :func:`fastnn.manual_seed`.
+
+    Notes
+    -----
+    ``Sequential`` fuses a Linear layer with the activation after it when that
+    activation's derivative follows from its output (:meth:`Activation.fusable`): the
+    layer's forward then applies the activation in the matrix product's epilogue, and its
+    backward computes the activation derivative and the bias gradient in one pass (see
+    ``fastnn.kernels.dense``).  The results are those of the two separate layers.
     """
 
     def __init__(self, in_features, out_features, *, bias=True, init="glorot_uniform",
                  bias_init="zeros", dtype="float32", seed=None):
+        super().__init__()
         self.in_features = check_number(in_features, "in_features", low=1, integer=True)
         self.out_features = check_number(out_features, "out_features", low=1, integer=True)
         self.n_features = self.in_features
@@ -49,33 +64,52 @@ class Linear(Module):
             self.bias.data = like(init_bias(self.bias_init, self.out_features, dtype),
                                   self.bias.data)
 
-    def _params(self):
-        return {"weight": self.weight, "bias": self.bias} if self.bias else {"weight": self.weight}
+    def output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.out_features,)
 
-    def _forward(self, x, backend):
-        self._x = x
-        out = backend.empty((x.shape[0], self.out_features), x.dtype)
-        # the bias is added in the GEMM epilogue, as the output tile is stored
-        backend.dense_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
-                              out, "identity")
-        return out
+    def _forward(self, x, backend, activation=None):
+        """``f(x @ W + b)`` with ``f`` the fused ``activation`` (an :class:`Activation`)
+        or the identity; the bias and ``f`` run in the product's epilogue."""
+        x2 = rows(x)
+        out = backend.empty((x2.shape[0], self.out_features), x.dtype)
+        name, args = ("identity", ()) if activation is None else (activation.name,
+                                                                  activation.args)
+        backend.dense_forward(x2, self.weight.data,
+                              None if self.bias is None else self.bias.data, out, name, *args)
+        self._x, self._activation = x, activation
+        self._y = out if activation is not None else None
+        return out if x.ndim == 2 else out.reshape(x.shape[:-1] + (self.out_features,))
 
     def _backward(self, grad, backend, need_input_grad):
-        w_grad, accumulate = self.weight._grad_for_backward()
-        backend.matmul_tn(self._x, grad, w_grad, accumulate)
-        if self.bias is not None:
-            b_grad, accumulate = self.bias._grad_for_backward()
-            backend.bias_grad(grad, b_grad, accumulate)
-        if not need_input_grad:
+        x2, g2 = rows(self._x), rows(grad)
+        w_grad, accumulate_w = self.weight._grad_for_backward()
+        db, accumulate_b = (None, False) if self.bias is None else self.bias._grad_for_backward()
+        dx = backend.empty(x2.shape, grad.dtype) if need_input_grad else None
+        activation = self._activation
+        if activation is None:
+            # no activation to differentiate: the gradient is dz itself
+            backend.matmul_tn(x2, g2, w_grad, accumulate_w)
+            if db is not None:
+                backend.bias_grad(g2, db, accumulate_b)
+            if dx is not None:
+                backend.matmul_nt(g2, self.weight.data, dx)
+        else:
+            dz = backend.empty(g2.shape, grad.dtype)
+            backend.dense_backward(g2, x2, self.weight.data, self._y, dz, w_grad, db, dx,
+                                   accumulate_w, accumulate_b, activation.name,
+                                   *activation.args)
+        if dx is None:
             return None
-        dx = backend.empty(self._x.shape, grad.dtype)
-        backend.matmul_nt(grad, self.weight.data, dx)
-        return dx
+        return dx if self._x.ndim == 2 else dx.reshape(self._x.shape)
 
     def get_config(self):
         """Constructor arguments, JSON-serialisable (used by ``model.save``)."""
         return {"in_features": self.in_features, "out_features": self.out_features,
                 "bias": self.use_bias, "init": self.init, "bias_init": self.bias_init}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config, seed=0)     # the weights come from the file
 
     def __repr__(self):
         return (f"Linear({self.in_features}, {self.out_features}, bias={self.use_bias}, "
@@ -87,43 +121,65 @@ Dense = Linear
 
 
 class Activation(Module):
-    """An activation function applied to a batch, by registry name.
+    """An activation function applied element-wise (softmax: along the last axis), by
+    registry name.
 
-    ``Activation("leaky_relu", alpha=0.1)``; the names and parameters are those of
-    :data:`fastnn.kernels.activations.ACTIVATIONS`.
+    ``Activation("leaky_relu", alpha=0.1)``; the names, parameters and their
+    constraints are the records of :mod:`fastnn.kernels.activation_specs`.
+
+    Attributes
+    ----------
+    name : str
+    params : dict
+        The parameter values, in the order the kernels take them.
+    args : tuple
+        ``tuple(params.values())``: the kernels' scalar arguments.
+    spec : ActivationSpec
+        The activation's record.
+    differentiable : bool
+        False for activations with a zero derivative almost everywhere (step).
     """
 
     def __init__(self, name, **params):
-        defaults = check_choice(name, "activation", ACTIVATIONS)
-        self.name = name.lower()
+        super().__init__()
+        check_choice(name, "activation", BY_NAME)
+        self.spec = BY_NAME[name.lower()]
+        self.name = self.spec.name
+        defaults = self.spec.defaults
         unknown = set(params) - set(defaults)
         if unknown:
             valid = ", ".join(defaults) or "none"
             raise TypeError(f"activation {self.name!r} got unknown parameter(s) "
                             f"{', '.join(sorted(unknown))}; valid: {valid}")
         self.params = {k: float(check_number(params.get(k, v), k)) for k, v in defaults.items()}
-        if self.name == "piecewise_linear" and not self.params["x_min"] < self.params["x_max"]:
-            raise ValueError(f"piecewise_linear needs x_min < x_max, got "
-                             f"x_min={self.params['x_min']}, x_max={self.params['x_max']}")
-        if self.name == "elu" and self.params["alpha"] < 0:
-            raise ValueError(f"elu needs alpha >= 0, got {self.params['alpha']}")
-        self._args = tuple(self.params.values())
-        self.differentiable = self.name not in NOT_DIFFERENTIABLE
+        check_params(self.spec, self.params)
+        self.args = tuple(self.params.values())
+        self.differentiable = self.spec.differentiable
+
+    @property
+    def fusable(self):
+        """True if a preceding Linear layer can apply this activation in its product's
+        epilogue and differentiate it from the output (see :class:`Linear`)."""
+        return self.spec.derivative_from_output(self.params)
 
     def get_config(self):
-        """Constructor arguments, JSON-serialisable (used by ``model.save``)."""
-        return {"name": self.name, **self.params}
+        """Constructor arguments, JSON-serialisable (used by ``model.save``): the
+        parameters, and the registry name for a plain ``Activation``."""
+        return dict(self.params) if type(self) is not Activation else {"name": self.name,
+                                                                        **self.params}
 
     def _forward(self, x, backend):
-        out = backend.empty(x.shape, x.dtype)
-        getattr(backend, f"{self.name}_forward")(x, out, *self._args)
-        self._x, self._y = x, out
-        return out
+        x2 = rows(x)
+        out = backend.empty(x2.shape, x.dtype)
+        getattr(backend, f"{self.name}_forward")(x2, out, *self.args)
+        self._x, self._y = x2, out
+        return out if x.ndim == 2 else out.reshape(x.shape)
 
     def _backward(self, grad, backend, need_input_grad):
-        out = backend.empty(grad.shape, grad.dtype)
-        getattr(backend, f"{self.name}_backward")(grad, self._x, self._y, out, *self._args)
-        return out
+        g2 = rows(grad)
+        out = backend.empty(g2.shape, grad.dtype)
+        getattr(backend, f"{self.name}_backward")(g2, self._x, self._y, out, *self.args)
+        return out if grad.ndim == 2 else out.reshape(grad.shape)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v:g}" for k, v in self.params.items())

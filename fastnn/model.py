@@ -2,61 +2,26 @@
 Keras-style convenience methods of :class:`fastnn.training.TrainingMixin`."""
 import numpy as np
 
-from .backends.memory import assign, to_host
 from .init import make_rng
-from .kernels.dense import FROM_OUTPUT
 from .layers import Activation, Linear
-from .module import Module
+from .module import Module, module_from_spec, module_spec
 from .training import TrainingMixin
 from .validation import as_dtype
 
 
-def _fusable(layer, following):
-    """A Linear layer followed by an activation whose derivative is a function of its
-    output runs as one fused stage."""
-    if not (isinstance(layer, Linear) and isinstance(following, Activation)):
-        return False
-    if following.name not in FROM_OUTPUT:
-        return False
-    return following.params.get("alpha", 0.0) >= 0   # y > 0 <=> z > 0 needs alpha >= 0
-
-
-class _DenseStage:
-    """``y = f(x @ W + b)`` as one stage: the bias and activation run in the GEMM
-    epilogue, and the backward computes the activation derivative and the bias gradient
-    in one pass before the two gradient GEMMs (see ``fastnn.kernels.dense``)."""
-
-    def __init__(self, linear, activation):
-        self.linear, self.activation = linear, activation
-
-    def _forward(self, x, backend):
-        lin = self.linear
-        out = backend.empty((x.shape[0], lin.out_features), x.dtype)
-        backend.dense_forward(x, lin.weight.data, None if lin.bias is None else lin.bias.data,
-                              out, self.activation.name, *self.activation._args)
-        self._x, self._y = x, out
-        return out
-
-    def _backward(self, grad, backend, need_input_grad):
-        lin = self.linear
-        dw, accumulate_w = lin.weight._grad_for_backward()
-        db, accumulate_b = (None, False) if lin.bias is None else lin.bias._grad_for_backward()
-        dz = backend.empty(grad.shape, grad.dtype)
-        dx = backend.empty(self._x.shape, grad.dtype) if need_input_grad else None
-        backend.dense_backward(grad, self._x, lin.weight.data, self._y, dz, dw, db, dx,
-                               accumulate_w, accumulate_b, self.activation.name,
-                               *self.activation._args)
-        return dx
-
-
 def _stages(layers):
+    """``[(layer, fused activation or None)]``: a Linear layer followed by a fusable
+    activation (:attr:`Activation.fusable`) runs as one stage, the activation applied in
+    the Linear layer's product epilogue."""
     stages, i = [], 0
     while i < len(layers):
-        if i + 1 < len(layers) and _fusable(layers[i], layers[i + 1]):
-            stages.append(_DenseStage(layers[i], layers[i + 1]))
+        layer, following = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+        if (isinstance(layer, Linear) and isinstance(following, Activation)
+                and following.fusable):
+            stages.append((layer, following))
             i += 2
         else:
-            stages.append(layers[i])
+            stages.append((layer, None))
             i += 1
     return stages
 
@@ -80,7 +45,8 @@ class Sequential(TrainingMixin, Module):
     -----
     A ``Linear`` layer directly followed by an element-wise activation whose derivative
     is a function of its output (all but GELU and Gaussian) runs as one fused stage; the
-    results are those of the separate layers.
+    results are those of the separate layers.  Inputs may have any rank
+    ``(batch, ..., features)``; each layer acts on the last axis.
 
     Examples
     --------
@@ -91,6 +57,7 @@ class Sequential(TrainingMixin, Module):
     """
 
     def __init__(self, *layers, dtype=None, backend=None, seed=None):
+        super().__init__()
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
         if not layers:
@@ -98,6 +65,7 @@ class Sequential(TrainingMixin, Module):
         for i, layer in enumerate(layers):
             if not isinstance(layer, Module):
                 raise TypeError(f"layer {i} is a {type(layer).__name__}, not a fastnn layer")
+            self.add_module(str(i), layer)
         self.layers = tuple(layers)
         self._stages = _stages(self.layers)
         widths = [(i, l) for i, l in enumerate(self.layers) if isinstance(l, Linear)]
@@ -105,8 +73,9 @@ class Sequential(TrainingMixin, Module):
             if a.out_features != b.in_features:
                 raise ValueError(f"layer {i} outputs {a.out_features} features but layer {j} "
                                  f"expects {b.in_features}")
-        self.n_features = widths[0][1].in_features if widths else None
-        self.n_outputs = widths[-1][1].out_features if widths else None
+        self.n_features = next((l.n_features for l in self.layers if l.n_features), None)
+        self.n_outputs = (self.output_shape((1, self.n_features))[-1]
+                          if self.n_features else None)
         if dtype is None:
             dtype = next((p.dtype for p in self.parameters()), np.dtype(np.float32))
         self._dtype = as_dtype(dtype)
@@ -115,7 +84,7 @@ class Sequential(TrainingMixin, Module):
             self.to(backend)
         if seed is not None:
             rng = make_rng(seed)
-            for layer in self.layers:
+            for layer in self.modules():
                 if hasattr(layer, "reset_parameters"):
                     layer.reset_parameters(rng)
             self.astype(self._dtype)
@@ -127,24 +96,39 @@ class Sequential(TrainingMixin, Module):
 
     def astype(self, dtype):
         self._dtype = as_dtype(dtype)
+        return super().astype(self._dtype)
+
+    def output_shape(self, input_shape):
+        shape = tuple(input_shape)
         for layer in self.layers:
-            layer.astype(self._dtype)
-        return self
+            shape = layer.output_shape(shape)
+        return shape
 
-    def to(self, backend):
-        """Run this model on ``backend`` ("numba", "numpy", "cuda"); returns ``self``.
+    def get_config(self):
+        return {"layers": [module_spec(layer) for layer in self.layers],
+                "dtype": str(self._dtype)}
 
-        Parameters move into the backend's memory now (to the GPU for "cuda", back to
-        the host for the others); an optimiser's state follows on its next step."""
-        from .backends import get_backend
-        backend = get_backend(backend)
-        self.backend = backend.name
-        self._place_parameters(backend)
-        return self
+    @classmethod
+    def from_config(cls, config):
+        return cls(*[module_from_spec(spec) for spec in config["layers"]],
+                   dtype=config.get("dtype"))
 
-    def named_parameters(self):
-        return [(f"{i}.{name}", p) for i, layer in enumerate(self.layers)
-                for name, p in layer.named_parameters()]
+    def summary(self, input_shape=None, file=None):
+        """Print (and return) a table of the layers, their output shapes and parameter
+        counts, as Keras's ``model.summary()``; ``input_shape`` defaults to
+        ``(None, n_features)`` (``None``: any batch size)."""
+        shape = tuple(input_shape) if input_shape is not None else (None, self.n_features)
+        lines = [f"{'layer':<28} {'output shape':<24} {'parameters':>12}", "-" * 66]
+        for i, layer in enumerate(self.layers):
+            shape = layer.output_shape(shape)
+            lines.append(f"{f'{i} ' + type(layer).__name__:<28} {str(shape):<24} "
+                         f"{layer.count_parameters():>12,}")
+        lines += ["-" * 66, f"total parameters: {self.count_parameters():,} "
+                  f"({self.dtype}, {self.count_parameters() * self.dtype.itemsize:,} bytes)",
+                  f"buffers: {sum(int(np.prod(b.shape)) for b in self.buffers()):,} values"]
+        text = "\n".join(lines)
+        print(text, file=file)
+        return text
 
     def __len__(self):
         return len(self.layers)
@@ -158,15 +142,16 @@ class Sequential(TrainingMixin, Module):
 
     # ------------------------------------------------------------------ protocol
     def _forward(self, x, backend):
-        for stage in self._stages:
-            x = stage._forward(x, backend)
+        for layer, activation in self._stages:
+            x = layer._forward(x, backend) if activation is None else \
+                layer._forward(x, backend, activation)
         return x
 
     def _backward(self, grad, backend, need_input_grad):
         stages = self._stages
         for i in range(len(stages) - 1, -1, -1):
             # The first stage's input gradient is only computed when someone asks for it.
-            grad = stages[i]._backward(grad, backend, need_input_grad or i > 0)
+            grad = stages[i][0]._backward(grad, backend, need_input_grad or i > 0)
         return grad
 
     def backward(self, grad, input_grad=False):
@@ -183,38 +168,8 @@ class Sequential(TrainingMixin, Module):
 
     # ------------------------------------------------------------------ state
     def save(self, path, include_optimizer=True):
-        """Write the architecture, weights and (if compiled) loss, metrics and optimiser
-        state to ``path`` atomically; read it back with :func:`fastnn.load`.  The format
-        is a versioned, pickle-free ``.npz`` (see :mod:`fastnn.serialization`)."""
+        """Write the architecture, weights, buffers and (if compiled) loss, metrics and
+        optimiser state to ``path`` atomically; read it back with :func:`fastnn.load`.
+        The format is a versioned, pickle-free ``.npz`` (see :mod:`fastnn.serialization`)."""
         from .serialization import save_model
         save_model(self, path, include_optimizer)
-
-    def state_dict(self):
-        """{"<layer index>.<name>": NumPy copy of the array} for every parameter (host
-        arrays whatever the backend)."""
-        return {name: np.array(to_host(p.data), copy=True) for name, p in self.named_parameters()}
-
-    def load_state_dict(self, state_dict):
-        """Copy arrays from ``state_dict`` into the parameters (shapes must match).
-
-        Everything is checked before anything is written, so a mismatch leaves the
-        model untouched.
-        """
-        params = dict(self.named_parameters())
-        missing = sorted(set(params) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(params))
-        if missing or unexpected:
-            raise ValueError(f"state_dict does not match the model: missing {missing}, "
-                             f"unexpected {unexpected}")
-        arrays = {}
-        for name, p in params.items():
-            value = np.asarray(state_dict[name])
-            if value.shape != p.shape:
-                raise ValueError(f"state_dict[{name!r}] has shape {value.shape}, the model's "
-                                 f"parameter has shape {p.shape}")
-            if value.dtype.kind not in "fiu" or not np.isfinite(value).all():
-                raise ValueError(f"state_dict[{name!r}] must hold finite real numbers")
-            arrays[name] = value
-        for name, p in params.items():
-            assign(p.data, arrays[name])
-        return self

@@ -1,16 +1,24 @@
 """Saving and loading models: a versioned, pickle-free file format, written atomically.
 
-Format (version 1): a ZIP archive, readable by ``numpy.load`` as an ``.npz``, holding
+Format (version 2): a ZIP archive, readable by ``numpy.load`` as an ``.npz``, holding
 
-* ``fastnn.json`` — a JSON header: ``{"format": "fastnn", "version": 1, "dtype": ...,
-  "layers": [{"type": "Linear", "config": {...}}, ...], "parameters": [names...],
-  "compile": {"loss": ..., "metrics": [...], "optimizer": {...}} or null}``;
-* one ``.npy`` entry per parameter (``0.weight.npy``, ...) and, with the optimiser
-  state, ``optimizer/<i>/<key>.npy``.
+* ``fastnn.json`` — a JSON header: ``{"format": "fastnn", "version": 2,
+  "model": {"type": "Sequential", "config": {...}}, "arrays": [names...],
+  "compile": {"loss": ..., "metrics": [...], "optimizer": {...}} or null}``.  The model
+  entry is the module's own description (:func:`fastnn.module.module_spec`: its class
+  name and ``get_config()``, a container's config holding its children's entries), so
+  this module lists no layer types: a new layer saves and loads by defining
+  ``get_config`` (and ``from_config`` when its constructor needs more);
+* one ``.npy`` entry per parameter and buffer, by its dotted name (``0.weight.npy``,
+  ``2.running_mean.npy``) and, with the optimiser state, ``optimizer/<i>/<key>.npy``.
+
+Version 1 files (2026-11: ``"layers": [{"type": "Linear" | "Activation", ...}]``, a flat
+Sequential) are still read (:func:`_model_spec_v1`; a test keeps one).
 
 Loading never unpickles (``allow_pickle=False``) and never executes anything from the
-file; it checks the format name and version, every array's presence, shape and dtype,
-and the ZIP CRCs, so truncated or corrupted files raise :class:`ModelFileError`.
+file beyond constructing registered fastnn module classes from JSON; it checks the format
+name and version, every array's presence, shape and dtype, and the ZIP CRCs, so truncated
+or corrupted files raise :class:`ModelFileError`.
 
 Writes go to a temporary file in the destination directory, are flushed and fsynced,
 and then atomically renamed over the destination: a crash or a full disk mid-save
@@ -24,13 +32,13 @@ import zipfile
 
 import numpy as np
 
-from . import layers as _layers
 from .backends.memory import to_host
 from .losses import get_loss
+from .module import module_from_spec, module_spec
 from .optim import OPTIMIZERS
 
 FORMAT_NAME = "fastnn"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _HEADER = "fastnn.json"
 
 
@@ -39,27 +47,20 @@ class ModelFileError(ValueError):
     match the model it is loaded into."""
 
 
-def _activation_classes():
-    return {cls().name: cls for cls in _layers.Activation.__subclasses__()}
-
-
-def _layer_entry(layer):
-    if isinstance(layer, _layers.Linear):
-        return {"type": "Linear", "config": layer.get_config()}
-    if isinstance(layer, _layers.Activation):
-        return {"type": "Activation", "config": layer.get_config()}
-    raise TypeError(f"cannot save a layer of type {type(layer).__name__}")
-
-
-def _layer_from_entry(entry):
-    kind, config = entry.get("type"), dict(entry.get("config", {}))
-    if kind == "Linear":
-        return _layers.Linear(**config, seed=0)
-    if kind == "Activation":
-        name = config.pop("name")
-        cls = _activation_classes().get(name)
-        return cls(**config) if cls is not None else _layers.Activation(name, **config)
-    raise ModelFileError(f"unknown layer type {kind!r} in model file")
+def _model_spec_v1(header):
+    """The version-2 model entry for a version-1 header (a flat list of Linear and
+    Activation layers; activations saved as ``{"name": ..., params}``)."""
+    from .layers import Activation
+    named = {cls().name: cls.__name__ for cls in Activation.__subclasses__()}
+    layers = []
+    for entry in header["layers"]:
+        kind, config = entry.get("type"), dict(entry.get("config", {}))
+        if kind == "Activation" and config.get("name") in named:
+            kind = named[config.pop("name")]
+        elif kind not in ("Linear", "Activation"):
+            raise ModelFileError(f"unknown layer type {kind!r} in model file")
+        layers.append({"type": kind, "config": config})
+    return {"type": "Sequential", "config": {"layers": layers, "dtype": header["dtype"]}}
 
 
 def _npy_bytes(array):
@@ -100,7 +101,8 @@ def atomic_write(path, write):
 
 def save_model(model, path, include_optimizer=True):
     """Write ``model`` (a :class:`fastnn.Sequential`) to ``path``; see the module doc."""
-    arrays = {f"{name}.npy": to_host(p.data) for name, p in model.named_parameters()}
+    state = model.state_dict()
+    arrays = {f"{name}.npy": array for name, array in state.items()}
     compile_info = None
     if model.loss is not None:
         compile_info = {"loss": model.loss.name, "metrics": list(model.metrics),
@@ -116,8 +118,7 @@ def save_model(model, path, include_optimizer=True):
                     for key, value in state.items():
                         arrays[f"optimizer/{i}/{key}.npy"] = value
     header = {"format": FORMAT_NAME, "version": FORMAT_VERSION,
-              "dtype": str(model.dtype), "layers": [_layer_entry(l) for l in model.layers],
-              "parameters": [name for name, _ in model.named_parameters()],
+              "model": module_spec(model), "arrays": list(state),
               "compile": compile_info}
 
     def write(f):
@@ -143,8 +144,6 @@ def _read_array(zf, name, path):
 def load_model(path):
     """Read a model written by :func:`save_model`; returns a :class:`fastnn.Sequential`
     (compiled, with its optimiser state, if it was saved compiled)."""
-    from .model import Sequential
-
     path = os.fspath(path)
     try:
         zf = zipfile.ZipFile(path)
@@ -166,17 +165,19 @@ def load_model(path):
             raise ModelFileError(f"{path}: format version {version!r} is newer than this "
                                  f"fastnn understands ({FORMAT_VERSION}); upgrade fastnn")
         try:
-            layers = [_layer_from_entry(e) for e in header["layers"]]
-            model = Sequential(*layers, dtype=header["dtype"])
+            spec = _model_spec_v1(header) if version == 1 else header["model"]
+            model = module_from_spec(spec)
         except ModelFileError:
             raise
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{path}: invalid architecture ({exc})") from None
-        state = {name: _read_array(zf, f"{name}.npy", path) for name, _ in model.named_parameters()}
-        for name, p in model.named_parameters():
-            if state[name].shape != p.shape or state[name].dtype != p.dtype:
-                raise ModelFileError(f"{path}: {name} has shape {state[name].shape} and dtype "
-                                     f"{state[name].dtype}, expected {p.shape} {p.dtype}")
+        expected = model.state_dict()
+        state = {name: _read_array(zf, f"{name}.npy", path) for name in expected}
+        for name, value in state.items():
+            if value.shape != expected[name].shape or value.dtype != expected[name].dtype:
+                raise ModelFileError(f"{path}: {name} has shape {value.shape} and dtype "
+                                     f"{value.dtype}, expected {expected[name].shape} "
+                                     f"{expected[name].dtype}")
         model.load_state_dict(state)
         info = header.get("compile")
         if info:

@@ -93,9 +93,13 @@ class TrainingMixin:
 
     def _prepare(self, x, y, name="x"):
         x = as_input(x, name, self.dtype, self.n_features)
-        shape = (x.shape[0], self.n_outputs) if self.n_outputs else None
-        if shape is None:
+        if not self.n_outputs:
             raise ValueError("the model has no Linear layer, so its output width is unknown")
+        shape = self.output_shape(x.shape)
+        if len(shape) != 2:
+            raise ValueError(f"fit/evaluate need (batch, outputs) model outputs; for inputs "
+                             f"of shape {x.shape} this model gives {shape} (reduce the "
+                             "sequence axis first, or train with the explicit loop)")
         y = self.loss.check_targets(y, shape, self.dtype)
         return x, y
 
@@ -130,12 +134,21 @@ class TrainingMixin:
         TrainingDivergedError
             As soon as a batch loss is NaN or infinite; the update for that batch is not
             applied.
+
+        Notes
+        -----
+        The model trains in training mode (Dropout active, BatchNorm on batch
+        statistics), is evaluated on ``validation_data`` in evaluation mode, and is left
+        in evaluation mode, ready for ``predict``; call ``model.train()`` before
+        continuing in an explicit loop.  ``evaluate``, ``predict`` and ``model(x)``
+        follow the mode the model is in, as in PyTorch.
         """
         self._require_compiled("fit")
         check_number(epochs, "epochs", low=1, integer=True)
         check_number(batch_size, "batch_size", low=1, integer=True)
         check_choice(verbose, "verbose", {0: 0, 1: 1, 2: 2})
         x, y = self._prepare(x, y)
+        x_val = y_val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (x_val, y_val)")
@@ -145,8 +158,18 @@ class TrainingMixin:
         self.optimizer.backend = backend.name   # parameters live where the model runs
         rng = make_rng(seed) if seed is not None else np.random.default_rng()
         history = History()
+        try:
+            self._train_epochs(x, y, epochs, batch_size, shuffle, rng, verbose, backend,
+                               history, x_val, y_val)
+        finally:
+            self.eval()
+        return history
+
+    def _train_epochs(self, x, y, epochs, batch_size, shuffle, rng, verbose, backend,
+                      history, x_val, y_val):
         n = x.shape[0]
         for epoch in range(1, epochs + 1):
+            self.train()
             bar = ProgressBar(n, epoch, epochs) if verbose else None
             start = time.perf_counter()
             loss_sum, seen, sums = 0.0, 0, {}
@@ -168,13 +191,13 @@ class TrainingMixin:
                     bar.update(seen, loss=loss_sum / seen, **{k: v / seen for k, v in sums.items()})
             logs = {"loss": loss_sum / n, **{k: v / n for k, v in sums.items()}}
             seconds = time.perf_counter() - start
-            if validation_data is not None:
+            if x_val is not None:
+                self.eval()
                 val = self._evaluate(x_val, y_val, max(batch_size, 1024), backend)
                 logs.update({f"val_{k}": v for k, v in val.items()})
             if bar:
                 bar.finish(**logs)
             history._record(epoch - 1, {**logs, "samples_per_second": n / seconds})
-        return history
 
     def _evaluate(self, x, y, batch_size, backend):
         loss_sum, sums = 0.0, {}

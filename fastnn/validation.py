@@ -37,38 +37,42 @@ def _numeric(array, name):
 def check_finite(arr, name):
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         bad = np.flatnonzero(~np.isfinite(arr.reshape(-1)))
-        raise ValueError(f"{name} contains NaN or Inf ({bad.size} value(s), first at flat "
-                         f"index {bad[0]}); clean or impute the data first")
+        where = tuple(int(i) for i in np.unravel_index(bad[0], arr.shape))
+        at = f"row {where[0]}, column {where[1]}" if len(where) == 2 else f"index {where}"
+        raise ValueError(f"{name} contains NaN or Inf ({bad.size} value(s), the first at "
+                         f"{at}); clean or impute the data first")
+
+
+def _check_shape(shape, name, n_features):
+    """A batch is ``(batch, ..., features)``: at least 2-D, nothing empty, and the last
+    axis ``n_features`` wide when that is known."""
+    if len(shape) < 2:
+        hint = " (reshape a single sample with x.reshape(1, -1))" if len(shape) == 1 else ""
+        raise ValueError(f"{name} must be (batch, features) or (batch, ..., features), at "
+                         f"least 2-D, got shape {shape}{hint}")
+    if shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {shape})")
+    if n_features is not None and shape[-1] != n_features:
+        raise ValueError(f"{name} has {shape[-1]} features per sample, expected "
+                         f"{n_features} (shape {shape}; features are the last axis)")
+    if 0 in shape[1:]:
+        raise ValueError(f"{name} has an empty axis (shape {shape})")
 
 
 def as_input(x, name, dtype, n_features=None, finite=True):
-    """A C-contiguous (batch, features) array of ``dtype`` made from ``x``."""
+    """A C-contiguous ``(batch, ..., features)`` array of ``dtype`` made from ``x``."""
     arr = _numeric(x, name)
-    if arr.ndim != 2:
-        hint = " (reshape a single sample with x.reshape(1, -1))" if arr.ndim == 1 else ""
-        raise ValueError(f"{name} must be 2-D (batch, features), got shape {arr.shape}{hint}")
-    if arr.shape[0] == 0:
-        raise ValueError(f"{name} is an empty batch (shape {arr.shape})")
-    if n_features is not None and arr.shape[1] != n_features:
-        raise ValueError(f"{name} has {arr.shape[1]} features per sample, expected "
-                         f"{n_features} (shape {arr.shape})")
-    if arr.shape[1] == 0:
-        raise ValueError(f"{name} has no features (shape {arr.shape})")
+    _check_shape(arr.shape, name, n_features)
     return _convert(arr, name, dtype, finite)
 
 
 def check_device_input(arr, name, dtype, n_features=None):
-    """Shape and dtype checks of a (batch, features) array that already lives on a GPU.
+    """Shape and dtype checks of a ``(batch, ..., features)`` array that already lives on
+    a GPU.
 
     Its values are not scanned for NaN/Inf (that would copy it to the host); data that
     enters through ``fit``/``predict`` or as a host array is always scanned."""
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (batch, features), got shape {arr.shape}")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {arr.shape})")
-    if n_features is not None and arr.shape[1] != n_features:
-        raise ValueError(f"{name} has {arr.shape[1]} features per sample, expected "
-                         f"{n_features} (shape {arr.shape})")
+    _check_shape(tuple(arr.shape), name, n_features)
     if np.dtype(arr.dtype) not in FLOAT_DTYPES or np.dtype(arr.dtype) != np.dtype(dtype):
         raise TypeError(f"{name} is a {arr.dtype} device array; the model computes in "
                         f"{np.dtype(dtype)} (convert it, or pass a host array)")

@@ -8,8 +8,8 @@ Every activation ``name`` has two kernels with uniform signatures::
 ``x``, ``y``, ``dy`` and ``out`` are C-contiguous 2-D arrays (batch, features) of one dtype;
 ``out`` may be the same array as ``dy`` (in-place backward) or ``x`` (in-place forward).
 Scalar parameters (``beta``, ``alpha``, ``x_min``, ``x_max``) come last, are converted to the
-array dtype inside the kernel, and have defaults listed in :data:`ACTIVATIONS`, the one list
-of activation names that layers, tests and benchmarks read.
+array dtype inside the kernel, and have defaults listed in :data:`ACTIVATIONS`, derived
+(like every other table about activations) from the records of :mod:`.activation_specs`.
 
 NaN in gives NaN out in every forward except ``step``, whose output is a 0/1 mask
 (``x >= 0`` is false for NaN, so NaN maps to 0, as in the NumPy reference).
@@ -49,29 +49,11 @@ from .act_softmax import softmax_backward, softmax_forward  # noqa: F401
 
 
 # --------------------------------------------------------------------------- the registry
-#: The one list of activation names: name -> default scalar parameters, in the order the
-#: kernels ``name_forward(x, out, *params)`` / ``name_backward(dy, x, y, out, *params)``
-#: take them.  Layers, tests, benchmarks and every backend are driven by this table.
-ACTIVATIONS = {
-    "identity": {},
-    "sigmoid": {"beta": 1.0},
-    "tanh": {},
-    "relu": {},
-    "leaky_relu": {"alpha": 0.01},
-    "elu": {"alpha": 1.0},
-    "softplus": {},
-    "gelu": {},
-    "piecewise_linear": {"x_min": -0.5, "x_max": 0.5},
-    "gaussian": {},
-    "step": {},
-    "softmax": {},
-}
-
-#: Activations whose derivative is zero almost everywhere: no gradient flows through them.
-NOT_DIFFERENTIABLE = frozenset({"step"})
-
-#: Activations that act on whole rows rather than element by element.
-ROW_WISE = frozenset({"softmax"})
+# The one list of activations is kernels/activation_specs.py: ACTIVATIONS (name ->
+# default parameters, in the order the kernels take them), NOT_DIFFERENTIABLE and
+# ROW_WISE are derived from its records.
+from .activation_specs import (ACTIVATIONS, BY_NAME, NOT_DIFFERENTIABLE,  # noqa: E402
+                               ROW_WISE, SPECS)
 
 __all__ = ([f"{name}_{way}" for name in ACTIVATIONS for way in ("forward", "backward")]
-           + ["ACTIVATIONS", "NOT_DIFFERENTIABLE", "ROW_WISE"])
+           + ["ACTIVATIONS", "BY_NAME", "NOT_DIFFERENTIABLE", "ROW_WISE", "SPECS"])

@@ -27,14 +27,13 @@ from numba import prange
 
 from . import vmath
 from ._jit import kernel, parallel_kernel
+# FROM_OUTPUT: the activations whose derivative act_bias_grad computes from the output.
+from .activation_specs import FROM_OUTPUT  # noqa: F401
 from .epilogue import EPILOGUE_CODES
 
 # 'contract' lets LLVM fuse multiply-adds (rounding only, as in the activation kernels).
 _FLAGS = {"contract"}
 
-#: Activations whose derivative :func:`act_bias_grad` computes from the output.
-FROM_OUTPUT = frozenset({"identity", "relu", "leaky_relu", "elu", "sigmoid", "tanh",
-                         "softplus", "piecewise_linear", "step"})
 
 _IDENTITY = EPILOGUE_CODES["identity"]
 _RELU = EPILOGUE_CODES["relu"]

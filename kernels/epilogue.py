@@ -29,14 +29,12 @@ import numpy as np
 
 from . import vmath
 from ._jit import kernel, parallel_kernel
+# Activation name -> epilogue code, from the records of .activation_specs.
+from .activation_specs import EPILOGUE_CODES
 
 __all__ = ["EPILOGUE_CODES", "NO_EPILOGUE", "bias_act_run", "bias_act_rows",
            "epilogue_args"]
 
-#: Activation name (as in :data:`.activations.ACTIVATIONS`) -> epilogue code.
-EPILOGUE_CODES = {"identity": 0, "relu": 1, "leaky_relu": 2, "elu": 3, "sigmoid": 4,
-                  "tanh": 5, "softplus": 6, "gelu": 7, "piecewise_linear": 8,
-                  "gaussian": 9, "step": 10}
 
 def epilogue_args(activation, params):
     """``(code, p0, p1)`` for an activation name and its parameters (as a layer holds

@@ -110,17 +110,54 @@ def _rewrite_header(src, dst, change):
 def test_newer_version_and_mismatched_shapes_are_refused(tmp_path):
     path = tmp_path / "m.fnn"
     model().save(path)
-    _rewrite_header(path, tmp_path / "v2.fnn", lambda h: h.update(version=2))
+    newer = serialization.FORMAT_VERSION + 1
+    _rewrite_header(path, tmp_path / "next.fnn", lambda h: h.update(version=newer))
     with pytest.raises(fnn.ModelFileError, match="newer"):
-        fnn.load(tmp_path / "v2.fnn")
-    _rewrite_header(path, tmp_path / "wide.fnn",
-                    lambda h: h["layers"][0]["config"].update(out_features=17))
+        fnn.load(tmp_path / "next.fnn")
+    _rewrite_header(path, tmp_path / "wide.fnn", lambda h: h["model"]["config"]["layers"][0][
+        "config"].update(out_features=17))
     with pytest.raises(fnn.ModelFileError):
         fnn.load(tmp_path / "wide.fnn")
-    _rewrite_header(path, tmp_path / "evil.fnn",
-                    lambda h: h["layers"].append({"type": "os.system", "config": {}}))
-    with pytest.raises(fnn.ModelFileError, match="unknown layer type"):
+    _rewrite_header(path, tmp_path / "evil.fnn", lambda h: h["model"]["config"]["layers"].append(
+        {"type": "os.system", "config": {}}))
+    with pytest.raises(fnn.ModelFileError, match="unknown module type 'os.system'"):
         fnn.load(tmp_path / "evil.fnn")
+
+
+class Scale(fnn.Module):
+    """A layer defined outside fastnn, with a parameter, a buffer and a config: it saves
+    and loads with no change to the file format code."""
+
+    def __init__(self, width, factor=2.0):
+        super().__init__()
+        self.width, self.factor = width, factor
+        self.n_features = width
+        self.gain = fnn.Parameter(np.linspace(0.5, 1.5, width).astype(np.float32))
+        self.register_buffer("calls", np.zeros(1, np.int64))
+
+    def get_config(self):
+        return {"width": self.width, "factor": self.factor}
+
+    def _forward(self, x, backend):
+        self.calls[0] += 1
+        return x * self.gain.data * x.dtype.type(self.factor)
+
+
+def test_a_layer_defined_elsewhere_saves_its_config_parameters_and_buffers(tmp_path):
+    m = fnn.Sequential(fnn.Linear(4, 3), Scale(3, factor=3.0), seed=1)
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    expected = m(x)
+    assert m.state_dict()["1.calls"][0] == 1
+    m.save(tmp_path / "custom.fnn")
+    with zipfile.ZipFile(tmp_path / "custom.fnn") as zf:
+        header = json.loads(zf.read("fastnn.json"))
+    assert header["model"]["config"]["layers"][1] == {
+        "type": f"{__name__}.Scale", "config": {"width": 3, "factor": 3.0}}
+    assert "1.calls" in header["arrays"] and "1.gain" in header["arrays"]
+    loaded = fnn.load(tmp_path / "custom.fnn")
+    assert isinstance(loaded[1], Scale) and loaded[1].factor == 3.0
+    assert loaded.state_dict()["1.calls"][0] == 1
+    np.testing.assert_array_equal(loaded(x), expected)
 
 
 def test_missing_file_is_file_not_found(tmp_path):

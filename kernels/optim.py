@@ -109,6 +109,157 @@ def sgd_momentum_update(param, grad, velocity, lr, momentum, weight_decay, neste
     return param
 
 
+# --------------------------------------------------------------------------- Adam, AdamW
+# Subnormal state: the moments of a parameter whose gradient stays zero decay by beta1
+# and beta2 every step (by alpha / momentum in RMSprop) and would end up as subnormal
+# numbers, which x86 CPUs compute with ~100x more slowly (see _sgd_momentum_span).  A
+# moment below the smallest normal float is stored as zero instead.  The update changes by
+# less than any float resolves: a flushed first moment m moves the parameter by
+# lr * m / eps < 1e-3 * 1.2e-38 / 1e-8 for the defaults; a flushed second moment v
+# changes the denominator by sqrt(v) < 1.1e-19 (float32), far below eps.  NaN is kept.
+
+@kernel(fastmath=_FLAGS)
+def _adam_span(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, amsgrad, beta1, beta2,
+               one_minus_beta1, one_minus_beta2, eps, wd, param_decay, step_size,
+               bias_correction2_sqrt, tiny):
+    zero = param.dtype.type(0)
+    if amsgrad:
+        for i in range(param.size):
+            p = param[i]
+            g = grad[i] + wd * p
+            m = beta1 * exp_avg[i] + one_minus_beta1 * g
+            v = beta2 * exp_avg_sq[i] + one_minus_beta2 * (g * g)
+            m = zero if abs(m) < tiny else m
+            v = zero if v < tiny else v
+            exp_avg[i] = m
+            exp_avg_sq[i] = v
+            v_max = max_exp_avg_sq[i]
+            v_max = v if not v <= v_max else v_max     # np.maximum: a NaN v is taken
+            max_exp_avg_sq[i] = v_max
+            denom = np.sqrt(v_max) / bias_correction2_sqrt + eps
+            param[i] = param_decay * p - step_size * (m / denom)
+    else:
+        for i in range(param.size):
+            p = param[i]
+            g = grad[i] + wd * p
+            m = beta1 * exp_avg[i] + one_minus_beta1 * g
+            v = beta2 * exp_avg_sq[i] + one_minus_beta2 * (g * g)
+            m = zero if abs(m) < tiny else m
+            v = zero if v < tiny else v
+            exp_avg[i] = m
+            exp_avg_sq[i] = v
+            denom = np.sqrt(v) / bias_correction2_sqrt + eps
+            param[i] = param_decay * p - step_size * (m / denom)
+
+
+@parallel_kernel
+def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step_size, beta1, beta2,
+                eps, weight_decay, param_decay, bias_correction2_sqrt):
+    """One Adam / AdamW step in place, PyTorch's formulation (all arrays flat, one dtype)::
+
+        g = grad + weight_decay * param                  (Adam's L2 term; 0 for AdamW)
+        exp_avg    = beta1 * exp_avg    + (1 - beta1) * g
+        exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * g**2
+        v = max(max_exp_avg_sq, exp_avg_sq) -> max_exp_avg_sq   (AMSGrad)  else exp_avg_sq
+        param = param_decay * param - step_size * exp_avg / (sqrt(v) / bias_correction2_sqrt + eps)
+
+    with, at step t (computed by the caller in float64, once per step)::
+
+        step_size = lr / (1 - beta1**t),  bias_correction2_sqrt = sqrt(1 - beta2**t),
+        param_decay = 1 - lr * weight_decay (AdamW's decoupled decay; 1 for Adam)
+
+    ``max_exp_avg_sq`` is an empty array without AMSGrad.  Moments below the smallest
+    normal float are stored as zero (see the comment above ``_adam_span``).  A NaN
+    gradient makes the moments (and the running maximum) and the parameter NaN, as in
+    PyTorch.
+    """
+    dt = param.dtype.type
+    n = param.size
+    amsgrad = max_exp_avg_sq.size != 0
+    tiny = _smallest_normal(param)
+    args = (dt(beta1), dt(beta2), dt(1.0 - beta1), dt(1.0 - beta2), dt(eps), dt(weight_decay),
+            dt(param_decay), dt(step_size), dt(bias_correction2_sqrt), tiny)
+    if n * (5 if amsgrad else 4) * param.itemsize <= SERIAL_MAX_BYTES:
+        _adam_span(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, amsgrad, *args)
+    else:
+        for c in prange((n + CHUNK - 1) // CHUNK):
+            lo = c * CHUNK
+            hi = min(lo + CHUNK, n)
+            _adam_span(param[lo:hi], grad[lo:hi], exp_avg[lo:hi], exp_avg_sq[lo:hi],
+                       max_exp_avg_sq[lo:hi] if amsgrad else max_exp_avg_sq, amsgrad, *args)
+    return param
+
+
+# --------------------------------------------------------------------------- RMSprop
+@kernel(fastmath=_FLAGS)
+def _rmsprop_span(param, grad, square_avg, grad_avg, momentum_buffer, centered, use_momentum,
+                  lr, alpha, one_minus_alpha, eps, wd, mu, tiny):
+    zero = param.dtype.type(0)
+    for i in range(param.size):
+        g = grad[i] + wd * param[i]
+        sq = alpha * square_avg[i] + one_minus_alpha * (g * g)
+        sq = zero if sq < tiny else sq
+        square_avg[i] = sq
+        if centered:
+            ga = alpha * grad_avg[i] + one_minus_alpha * g
+            ga = zero if abs(ga) < tiny else ga
+            grad_avg[i] = ga
+            var = sq - ga * ga
+            # >= 0 in exact arithmetic; rounding can make it -1 ulp (then sqrt is NaN)
+            var = zero if var < zero else var
+            avg = np.sqrt(var) + eps
+        else:
+            avg = np.sqrt(sq) + eps
+        if use_momentum:
+            b = mu * momentum_buffer[i] + g / avg
+            b = zero if abs(b) < tiny else b
+            momentum_buffer[i] = b
+            param[i] -= lr * b
+        else:
+            param[i] -= lr * (g / avg)
+
+
+@parallel_kernel
+def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, eps,
+                   weight_decay, momentum):
+    """One RMSprop step in place, PyTorch's formulation (all arrays flat, one dtype)::
+
+        g = grad + weight_decay * param
+        square_avg = alpha * square_avg + (1 - alpha) * g**2
+        centered:  grad_avg = alpha * grad_avg + (1 - alpha) * g
+                   avg = sqrt(max(square_avg - grad_avg**2, 0)) + eps
+        else:      avg = sqrt(square_avg) + eps
+        momentum:  momentum_buffer = momentum * momentum_buffer + g / avg
+                   param -= lr * momentum_buffer
+        else:      param -= lr * g / avg
+
+    ``grad_avg`` is an empty array unless centred, ``momentum_buffer`` an empty array
+    unless ``momentum > 0``.  ``eps`` is added outside the square root, as in PyTorch.
+    The ``max(., 0)`` only differs from PyTorch where rounding made the variance
+    negative (PyTorch then gives NaN).  State below the smallest normal float is stored
+    as zero (see the comment above ``_adam_span``).
+    """
+    dt = param.dtype.type
+    n = param.size
+    centered = grad_avg.size != 0
+    use_momentum = momentum_buffer.size != 0
+    tiny = _smallest_normal(param)
+    args = (dt(lr), dt(alpha), dt(1.0 - alpha), dt(eps), dt(weight_decay), dt(momentum), tiny)
+    n_arrays = 3 + (1 if centered else 0) + (1 if use_momentum else 0)
+    if n * n_arrays * param.itemsize <= SERIAL_MAX_BYTES:
+        _rmsprop_span(param, grad, square_avg, grad_avg, momentum_buffer, centered,
+                      use_momentum, *args)
+    else:
+        for c in prange((n + CHUNK - 1) // CHUNK):
+            lo = c * CHUNK
+            hi = min(lo + CHUNK, n)
+            _rmsprop_span(param[lo:hi], grad[lo:hi], square_avg[lo:hi],
+                          grad_avg[lo:hi] if centered else grad_avg,
+                          momentum_buffer[lo:hi] if use_momentum else momentum_buffer,
+                          centered, use_momentum, *args)
+    return param
+
+
 @kernel(fastmath=_REDUCE_FLAGS)
 def _sum_of_squares_span(x):
     total = 0.0

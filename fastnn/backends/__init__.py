@@ -34,6 +34,7 @@ OPERATIONS = (
     + tuple(f"{name}_{way}" for name in ACTIVATIONS for way in ("forward", "backward"))
     + ("softmax_xent", "softmax_xent_soft", "bce_logits", "mse")
     + ("sgd_update", "sgd_momentum_update", "sum_of_squares", "scale_inplace", "clip_inplace")
+    + ("adam_update", "rmsprop_update")
     + ("dense_forward", "dense_backward")
     + ("argmax_matches", "argmax_matches_soft", "sign_matches", "abs_error_sum")
 )

@@ -55,7 +55,8 @@ from ..kernels.cuda.metrics import (  # noqa: E402,F401
     abs_error_sum, argmax_matches, argmax_matches_soft, sign_matches)
 from ..kernels.cuda.matmul import matmul, matmul_nt, matmul_tn  # noqa: E402,F401
 from ..kernels.cuda.optim import (  # noqa: E402,F401
-    clip_inplace, scale_inplace, sgd_momentum_update, sgd_update, sum_of_squares)
+    adam_update, clip_inplace, rmsprop_update, scale_inplace, sgd_momentum_update, sgd_update,
+    sum_of_squares)
 from ..kernels.epilogue import epilogue_args  # noqa: E402
 
 #: Where this backend's arrays live (see :mod:`fastnn.backends.memory`).

@@ -14,7 +14,8 @@ from ..kernels.epilogue import epilogue_args
 from ..kernels.losses import bce_logits, mse, softmax_xent, softmax_xent_soft  # noqa: F401
 from ..kernels.matmul import matmul, matmul_bias_act, matmul_nt, matmul_tn  # noqa: F401
 from ..kernels.optim import (  # noqa: F401
-    clip_inplace, scale_inplace, sgd_momentum_update, sgd_update, sum_of_squares)
+    adam_update, clip_inplace, rmsprop_update, scale_inplace, sgd_momentum_update, sgd_update,
+    sum_of_squares)
 
 _NO_BIAS = {np.dtype(np.float32): np.empty(0, np.float32),
             np.dtype(np.float64): np.empty(0, np.float64)}

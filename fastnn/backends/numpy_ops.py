@@ -264,6 +264,58 @@ def sgd_momentum_update(param, grad, velocity, lr, momentum, weight_decay, neste
     return param
 
 
+def _flush_subnormal(state):
+    """Store values below the smallest normal float as zero, as the kernels do (decaying
+    optimiser state; see ``fastnn.kernels.optim``).  NaN is kept."""
+    state[np.abs(state) < np.finfo(state.dtype).tiny] = 0
+
+
+def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step_size, beta1, beta2,
+                eps, weight_decay, param_decay, bias_correction2_sqrt):
+    """Adam / AdamW (``max_exp_avg_sq`` empty without AMSGrad); formulas in
+    ``fastnn.kernels.optim.adam_update``."""
+    g = grad + _cast(weight_decay, param) * param
+    exp_avg *= _cast(beta1, param)
+    exp_avg += _cast(1 - beta1, param) * g
+    exp_avg_sq *= _cast(beta2, param)
+    exp_avg_sq += _cast(1 - beta2, param) * (g * g)
+    _flush_subnormal(exp_avg)
+    _flush_subnormal(exp_avg_sq)
+    v = exp_avg_sq
+    if max_exp_avg_sq.size:
+        np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        v = max_exp_avg_sq
+    denom = np.sqrt(v) / _cast(bias_correction2_sqrt, param) + _cast(eps, param)
+    param *= _cast(param_decay, param)
+    param -= _cast(step_size, param) * (exp_avg / denom)
+    return param
+
+
+def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, eps,
+                   weight_decay, momentum):
+    """RMSprop (``grad_avg`` empty unless centred, ``momentum_buffer`` empty without
+    momentum); formulas in ``fastnn.kernels.optim.rmsprop_update``."""
+    g = grad + _cast(weight_decay, param) * param
+    square_avg *= _cast(alpha, param)
+    square_avg += _cast(1 - alpha, param) * (g * g)
+    _flush_subnormal(square_avg)
+    if grad_avg.size:
+        grad_avg *= _cast(alpha, param)
+        grad_avg += _cast(1 - alpha, param) * g
+        _flush_subnormal(grad_avg)
+        avg = np.sqrt(np.maximum(square_avg - grad_avg * grad_avg, 0)) + _cast(eps, param)
+    else:
+        avg = np.sqrt(square_avg) + _cast(eps, param)
+    if momentum_buffer.size:
+        momentum_buffer *= _cast(momentum, param)
+        momentum_buffer += g / avg
+        _flush_subnormal(momentum_buffer)
+        param -= _cast(lr, param) * momentum_buffer
+    else:
+        param -= _cast(lr, param) * (g / avg)
+    return param
+
+
 def sum_of_squares(x):
     x64 = x.astype(np.float64)
     return float(np.dot(x64, x64))

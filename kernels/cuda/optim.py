@@ -2,7 +2,8 @@
 
 The updates are element-wise grid-stride loops, single passes like their CPU twins in
 :mod:`fastnn.kernels.optim`.  Their scalars (learning rate, momentum, ...) are converted
-to the array dtype on the host, so float32 kernels compute in float32 only.
+to the array dtype on the host, so float32 kernels compute in float32 only.  Adam and
+RMSprop store state below the smallest normal float as zero, as the CPU kernels do.
 
 ``sum_of_squares`` (for the global gradient norm) is a two-stage reduction: each block
 sums the squares of its grid-stride elements and adds its threads' sums pairwise in
@@ -12,7 +13,10 @@ array dtype (the CPU kernel accumulates in float64; the mostly pairwise order ke
 the error small, see :mod:`.losses`) and its order depends only on the size:
 reproducible run to run.
 """
+import math
+
 import numba
+import numpy as np
 from numba import cuda
 
 from ._common import THREADS, grid_1d, signatures
@@ -35,6 +39,56 @@ def _sgd_momentum_kernel(param, grad, velocity, lr, momentum, weight_decay, nest
             param[i] -= lr * (g + momentum * v)
         else:
             param[i] -= lr * v
+
+
+@cuda.jit
+def _adam_kernel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, amsgrad, beta1, beta2,
+                 one_minus_beta1, one_minus_beta2, eps, weight_decay, param_decay, step_size,
+                 bias_correction2_sqrt, tiny):
+    zero = tiny - tiny              # 0 of the array dtype (a literal would be float64)
+    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
+        p = param[i]
+        g = grad[i] + weight_decay * p
+        m = beta1 * exp_avg[i] + one_minus_beta1 * g
+        v = beta2 * exp_avg_sq[i] + one_minus_beta2 * (g * g)
+        # moments below the smallest normal float are stored as zero, as on the CPU
+        m = zero if abs(m) < tiny else m
+        v = zero if v < tiny else v
+        exp_avg[i] = m
+        exp_avg_sq[i] = v
+        if amsgrad:
+            v_max = max_exp_avg_sq[i]
+            v = v if not v <= v_max else v_max
+            max_exp_avg_sq[i] = v
+        denom = math.sqrt(v) / bias_correction2_sqrt + eps
+        param[i] = param_decay * p - step_size * (m / denom)
+
+
+@cuda.jit
+def _rmsprop_kernel(param, grad, square_avg, grad_avg, momentum_buffer, centered,
+                    use_momentum, lr, alpha, one_minus_alpha, eps, weight_decay, momentum,
+                    tiny):
+    zero = tiny - tiny
+    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
+        g = grad[i] + weight_decay * param[i]
+        sq = alpha * square_avg[i] + one_minus_alpha * (g * g)
+        sq = zero if sq < tiny else sq
+        square_avg[i] = sq
+        if centered:
+            ga = alpha * grad_avg[i] + one_minus_alpha * g
+            ga = zero if abs(ga) < tiny else ga
+            grad_avg[i] = ga
+            var = sq - ga * ga
+            avg = math.sqrt(zero if var < zero else var) + eps
+        else:
+            avg = math.sqrt(sq) + eps
+        if use_momentum:
+            b = momentum * momentum_buffer[i] + g / avg
+            b = zero if abs(b) < tiny else b
+            momentum_buffer[i] = b
+            param[i] -= lr * b
+        else:
+            param[i] -= lr * (g / avg)
 
 
 @cuda.jit
@@ -78,6 +132,12 @@ PTX_SIGNATURES = (
      for sig in signatures("void({t}[::1], {t}[::1], {t}, {t})")]
     + [("sgd_momentum_update", _sgd_momentum_kernel.py_func, sig)
        for sig in signatures("void({t}[::1], {t}[::1], {t}[::1], {t}, {t}, {t}, boolean)")]
+    + [("adam_update", _adam_kernel.py_func, sig)
+       for sig in signatures("void({t}[::1], {t}[::1], {t}[::1], {t}[::1], {t}[::1], boolean, "
+                             + ", ".join(["{t}"] * 10) + ")")]
+    + [("rmsprop_update", _rmsprop_kernel.py_func, sig)
+       for sig in signatures("void({t}[::1], {t}[::1], {t}[::1], {t}[::1], {t}[::1], boolean, "
+                             "boolean, " + ", ".join(["{t}"] * 7) + ")")]
     + [("scale_inplace", _scale_kernel.py_func, sig)
        for sig in signatures("void({t}[::1], {t})")]
     + [("clip_inplace", _clip_kernel.py_func, sig)
@@ -111,6 +171,42 @@ def sgd_momentum_update(param, grad, velocity, lr, momentum, weight_decay, neste
         _sgd_momentum_kernel[grid_1d(param.size), THREADS](
             param, grad, velocity, as_type(lr), as_type(momentum), as_type(weight_decay),
             bool(nesterov))
+    return param
+
+
+def _smallest_normal(dtype):
+    return dtype.type(np.finfo(dtype).tiny)
+
+
+def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step_size, beta1, beta2,
+                eps, weight_decay, param_decay, bias_correction2_sqrt):
+    """One Adam / AdamW step in place (``max_exp_avg_sq`` empty without AMSGrad); the
+    formulas are those of the CPU kernel, :func:`fastnn.kernels.optim.adam_update`."""
+    assert grad.shape == param.shape == exp_avg.shape == exp_avg_sq.shape
+    amsgrad = max_exp_avg_sq.size != 0
+    assert not amsgrad or max_exp_avg_sq.shape == param.shape
+    if param.size:
+        t = param.dtype.type
+        _adam_kernel[grid_1d(param.size), THREADS](
+            param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, amsgrad, t(beta1), t(beta2),
+            t(1.0 - beta1), t(1.0 - beta2), t(eps), t(weight_decay), t(param_decay),
+            t(step_size), t(bias_correction2_sqrt), _smallest_normal(param.dtype))
+    return param
+
+
+def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, eps,
+                   weight_decay, momentum):
+    """One RMSprop step in place (``grad_avg`` empty unless centred, ``momentum_buffer``
+    empty without momentum); the formulas are those of the CPU kernel,
+    :func:`fastnn.kernels.optim.rmsprop_update`."""
+    assert grad.shape == param.shape == square_avg.shape
+    centered, use_momentum = grad_avg.size != 0, momentum_buffer.size != 0
+    if param.size:
+        t = param.dtype.type
+        _rmsprop_kernel[grid_1d(param.size), THREADS](
+            param, grad, square_avg, grad_avg, momentum_buffer, centered, use_momentum,
+            t(lr), t(alpha), t(1.0 - alpha), t(eps), t(weight_decay), t(momentum),
+            _smallest_normal(param.dtype))
     return param
 
 

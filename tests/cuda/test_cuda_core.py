@@ -21,7 +21,7 @@ LAUNCHERS = {
     bias: ("bias_add", "bias_grad"),
     losses: ("softmax_xent", "softmax_xent_soft", "bce_logits", "mse"),
     optim: ("sgd_update", "sgd_momentum_update", "sum_of_squares", "scale_inplace",
-            "clip_inplace"),
+            "clip_inplace", "adam_update", "rmsprop_update"),
 }
 
 
@@ -240,6 +240,9 @@ def _launcher_inputs(name, dtype, rng):
         "mse": lambda: (r(200, 2), r(200, 2), r(200, 2)),
         "sgd_update": lambda: (r(5), r(5), 0.1, 0.0),
         "sgd_momentum_update": lambda: (r(5), r(5), r(5), 0.1, 0.9, 0.0, True),
+        "adam_update": lambda: (r(5), r(5), r(5), r(5), r(5), 0.1, 0.9, 0.999, 1e-8, 0.0, 1.0,
+                                0.5),
+        "rmsprop_update": lambda: (r(5), r(5), r(5), r(5), r(5), 0.01, 0.99, 1e-8, 0.0, 0.9),
         "sum_of_squares": lambda: (r(300),),
         "scale_inplace": lambda: (r(5), 2.0),
         "clip_inplace": lambda: (r(5), 1.0),

@@ -22,7 +22,9 @@ from .layers import (ELU, GELU, Activation, Dense, Gaussian, Identity, LeakyReLU
 from .losses import LOSSES, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
 from .model import Sequential
 from .module import Module, Parameter
-from .optim import OPTIMIZERS, SGD, Optimizer
+from .optim import OPTIMIZERS, SGD, Adam, AdamW, Optimizer, RMSprop, weight_decay_groups
+from .schedules import (SCHEDULES, CosineAnnealingLR, LinearWarmup, LRSchedule,
+                        ReduceLROnPlateau, StepLR)
 from .serialization import ModelFileError, load_model as load
 from .threads import get_num_threads, set_num_threads, thread_info
 from .training import History, TrainingDivergedError
@@ -37,4 +39,7 @@ __all__ = [
     "Sequential", "Sigmoid", "Softmax", "Softplus", "Step", "Tanh", "TrainingDivergedError",
     "available_backends", "batches", "get_backend", "get_num_threads", "load", "load_mnist",
     "manual_seed", "set_backend", "set_num_threads", "thread_info", "use_backend",
+    # optimisers and learning-rate schedules
+    "Adam", "AdamW", "RMSprop", "weight_decay_groups", "SCHEDULES", "LRSchedule", "StepLR",
+    "CosineAnnealingLR", "LinearWarmup", "ReduceLROnPlateau",
 ]

@@ -1,19 +1,42 @@
 """Optimisers: in-place parameter updates through the backend's fused kernels.
 
-``opt = SGD(model.parameters(), lr=0.1, momentum=0.9)``; each step: ``opt.zero_grad()``,
+``opt = Adam(model.parameters(), lr=1e-3)``; each step: ``opt.zero_grad()``,
 ``model.backward(grad)``, ``opt.step()``.  Like Keras, an optimiser may also be created
 without parameters and bound later by ``model.compile(optimizer=opt)``.
+
+Every optimiser follows PyTorch's documented update rule and defaults (``SGD``, ``Adam``,
+``AdamW``, ``RMSprop``); each update is one fused pass over a parameter, its gradient and
+its state (the kernels in ``fastnn.kernels.optim``), identical for any thread count.
+
+Parameter groups, as in PyTorch: pass a list of dicts instead of a list of parameters,
+each with ``"params"`` and any hyperparameters that override the constructor's::
+
+    opt = fnn.AdamW([{"params": decayed}, {"params": biases, "weight_decay": 0.0}], lr=1e-3)
+    opt = fnn.AdamW(fnn.weight_decay_groups(model), lr=1e-3, weight_decay=0.01)  # the same
+
+``opt.param_groups`` holds the groups (dicts with ``"params"`` and every hyperparameter);
+a learning-rate schedule (:mod:`fastnn.schedules`) changes each group's ``"lr"``.
+``opt.lr`` (and every other hyperparameter name) reads the first group's value and,
+assigned, sets it in every group.
 
 Gradient clipping is built in: ``clip_value`` clamps every gradient element to
 ``[-clip_value, clip_value]``; ``clip_norm`` rescales all gradients together when their
 global L2 norm exceeds it (both may be given; value clipping runs first).
+
+State: ``opt.state[i]`` belongs to ``opt.params[i]``: its arrays (momentum, moments) and,
+for Adam and RMSprop, ``"step"``, a Python int counting that parameter's updates (a
+parameter that got no gradient in a step is not updated and its count does not move, as
+in PyTorch).  ``state_dict()`` / ``load_state_dict()`` copy all of it, and ``model.save``
+stores it, so a resumed run equals an uninterrupted one.
 """
 import math
+import numbers
 
 import numpy as np
 
 from .backends import get_backend
-from .backends.memory import assign, backend_for, place, to_host
+from .backends.memory import backend_for, place, to_host
+from .module import Parameter
 from .validation import check_choice, check_number
 
 
@@ -21,33 +44,206 @@ def _flat(array):
     return array.reshape(-1)
 
 
-class Optimizer:
-    """Base class: parameter binding, clipping, per-parameter state, state_dict."""
+def _is_array(value):
+    return not isinstance(value, (numbers.Number, bool))
 
-    def __init__(self, params=None, *, clip_norm=None, clip_value=None, backend=None):
-        self.clip_norm = None if clip_norm is None else check_number(
-            clip_norm, "clip_norm", low=0, low_open=True)
-        self.clip_value = None if clip_value is None else check_number(
-            clip_value, "clip_value", low=0, low_open=True)
+
+# --------------------------------------------------------------------------- checks
+def _lr(value, name="lr"):
+    return check_number(value, name, low=0, low_open=True)
+
+
+def _fraction(value, name):
+    """A coefficient in [0, 1) (momentum, betas, alpha)."""
+    return check_number(value, name, low=0, high=1, high_open=True)
+
+
+def _non_negative(value, name):
+    return check_number(value, name, low=0)
+
+
+def _positive(value, name):
+    return check_number(value, name, low=0, low_open=True)
+
+
+def _flag(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _betas(value, name="betas"):
+    if (isinstance(value, (str, bytes)) or not hasattr(value, "__len__")
+            or len(value) != 2):
+        raise TypeError(f"{name} must be a pair (beta1, beta2), got {value!r}")
+    return (_fraction(value[0], f"{name}[0]"), _fraction(value[1], f"{name}[1]"))
+
+
+class Optimizer:
+    """Base class: parameter groups, clipping, per-parameter state, state_dict.
+
+    A subclass declares its hyperparameters in ``_CHECKS`` (name -> check function,
+    applied to the constructor's values and to every group's overrides) and implements
+    ``_init_state(param, group)`` and ``_update(backend, param, state, group)``.
+    """
+
+    _CHECKS = {}
+
+    def __init__(self, params=None, defaults=None, *, clip_norm=None, clip_value=None,
+                 backend=None):
+        self.clip_norm = None if clip_norm is None else _positive(clip_norm, "clip_norm")
+        self.clip_value = None if clip_value is None else _positive(clip_value, "clip_value")
         self.backend = backend
+        self.defaults = self._checked(defaults or {})
+        self._check_group(self.defaults)
+        self.param_groups = []
         self.params = []
         self.state = []
+        self._groups_of_params = []     # the group of each entry of self.params
+        self._user_params = False
+        self._placement = None          # (memory, dtype) the state arrays are in
+        self._empty = {}                # (memory, dtype) -> a 0-size array (absent state)
         if params is not None:
             self.bind(params)
 
-    def bind(self, params):
-        """Attach the parameters to optimise (a list of :class:`fastnn.Parameter`)."""
-        params = list(params)
+    # ------------------------------------------------------------------ hyperparameters
+    def _checked(self, values, *, loading=False):
+        """``values`` (a dict) validated one by one by ``_CHECKS``; ``loading`` accepts
+        lr = 0, which a schedule may have set."""
+        out = {}
+        for name, value in values.items():
+            if name not in self._CHECKS:
+                raise ValueError(f"{type(self).__name__} has no hyperparameter {name!r}; "
+                                 f"valid: {', '.join(sorted(self._CHECKS))}")
+            if loading and name == "lr":
+                out[name] = _non_negative(value, name)
+            else:
+                out[name] = self._CHECKS[name](value, name)
+        return out
+
+    def _check_group(self, group):
+        """Checks that involve several hyperparameters of one group (subclasses)."""
+
+    def __getattr__(self, name):
+        # only reached when normal lookup fails: hyperparameters by name (opt.lr, ...)
+        defaults = self.__dict__.get("defaults")
+        if defaults is not None and name in defaults:
+            groups = self.__dict__.get("param_groups")
+            return groups[0][name] if groups else defaults[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name, value):
+        defaults = self.__dict__.get("defaults")
+        if defaults is not None and name in defaults:
+            value = self._checked({name: value})[name]
+            for group in (defaults, *self.param_groups):    # check all, then change all
+                self._check_group({**group, name: value})
+            for group in (defaults, *self.param_groups):
+                group[name] = value
+        else:
+            object.__setattr__(self, name, value)
+
+    def hyperparameters(self):
+        """The constructor's hyperparameters and clipping settings (``type(opt)(**h)``
+        rebuilds the optimiser without its groups and state)."""
+        return {"clip_norm": self.clip_norm, "clip_value": self.clip_value, **self.defaults}
+
+    # ------------------------------------------------------------------ binding
+    def bind(self, params, *, keep=False):
+        """Attach the parameters to optimise: a list of :class:`fastnn.Parameter` (or of
+        ``(name, Parameter)`` pairs, as ``named_parameters()`` gives), or a list of
+        parameter groups (dicts with ``"params"`` and hyperparameter overrides).
+
+        ``keep=True`` (what ``compile`` does) keeps the parameters, groups and state this
+        optimiser already has when they all belong to ``params``: an optimiser built
+        for some of a model's parameters trains just those, and recompiling does not
+        reset momentum.
+        """
+        params = self._as_list(params, "params")
+        if keep and self.params:
+            given = {id(p) for item in params
+                     for p in (self._group_params(item, 0) if isinstance(item, dict)
+                               else [self._param(item)])}
+            if all(id(p) in given for p in self.params):
+                return self
+            if self._user_params:
+                raise ValueError(
+                    f"this {type(self).__name__} was built for parameters that are not all "
+                    "in this model; create it without parameters (compile binds the "
+                    "model's) or with this model's parameters")
         if not params:
             raise ValueError("optimizer got an empty parameter list")
-        self.params = params
-        self.state = [self._init_state(p) for p in params]
-        self._memory = "host"           # _init_state allocates on the host
+        groups = params if all(isinstance(p, dict) for p in params) else None
+        if groups is None and any(isinstance(p, dict) for p in params):
+            raise TypeError("params must be a list of parameters or a list of parameter "
+                            "groups (dicts with 'params'), not a mixture")
+        groups = groups or [{"params": params}]
+        built, seen = [], set()
+        for i, group in enumerate(groups):
+            members = self._group_params(group, i)
+            for p in members:
+                if id(p) in seen:
+                    raise ValueError(f"a parameter {p!r} appears in more than one parameter "
+                                     "group (or twice in one)")
+                seen.add(id(p))
+            overrides = {k: v for k, v in group.items() if k != "params"}
+            unknown = sorted(set(overrides) - set(self._CHECKS))
+            if unknown:
+                raise ValueError(f"parameter group {i} has unknown keys {unknown}; a "
+                                 f"{type(self).__name__} group takes 'params' and "
+                                 f"{', '.join(sorted(self._CHECKS))}")
+            built.append({"params": members, **self.defaults, **self._checked(overrides)})
+            self._check_group(built[-1])
+        if not seen:
+            raise ValueError("optimizer got an empty parameter list")
+        self.param_groups = built
+        self.params = [p for g in built for p in g["params"]]
+        self._groups_of_params = [g for g in built for _ in g["params"]]
+        self.state = [self._init_state(p, g) for p, g in self._pairs()]
+        self._user_params = not keep
+        self._placement = None
         return self
 
-    def _init_state(self, param):
+    @staticmethod
+    def _as_list(params, what):
+        if isinstance(params, (Parameter, dict, str)) or not hasattr(params, "__iter__"):
+            raise TypeError(f"{what} must be an iterable of Parameters (model.parameters()) "
+                            f"or of parameter-group dicts, got {type(params).__name__}")
+        return list(params)
+
+    @staticmethod
+    def _param(item):
+        if (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)):
+            item = item[1]                                   # from named_parameters()
+        if not isinstance(item, Parameter):
+            raise TypeError(f"expected a fastnn Parameter, got {type(item).__name__}")
+        return item
+
+    def _group_params(self, group, index):
+        if "params" not in group:
+            raise ValueError(f"parameter group {index} has no 'params' entry")
+        members = group["params"]
+        members = [members] if isinstance(members, Parameter) else self._as_list(
+            members, f"parameter group {index}'s params")
+        return [self._param(p) for p in members]
+
+    def _pairs(self):
+        return zip(self.params, self._groups_of_params)
+
+    def _init_state(self, param, group):
         return {}
 
+    def _zeros(self, param):
+        return np.zeros(param.data.size, param.dtype)
+
+    def _absent(self, backend, dtype):
+        """A 0-size array in ``backend``'s memory: the kernels' "no such state" argument."""
+        key = (backend.memory, np.dtype(dtype))
+        if key not in self._empty:
+            self._empty[key] = backend.empty(0, dtype)
+        return self._empty[key]
+
+    # ------------------------------------------------------------------ stepping
     def zero_grad(self):
         for p in self.params:
             p.zero_grad()
@@ -60,102 +256,366 @@ class Optimizer:
         # without a backend of its own: where the parameters live (e.g. after model.to("cuda"))
         backend = (get_backend(self.backend) if self.backend is not None
                    else backend_for(self.params[0].data))
-        if self._memory != backend.memory:       # e.g. after model.to("cuda")
-            self.state = [{k: place(v, backend) for k, v in s.items()} for s in self.state]
-            self._memory = backend.memory
-        live = [(p, s) for p, s in zip(self.params, self.state) if not p._grad_stale]
+        placement = (backend.memory, self.params[0].dtype)
+        if self._placement != placement:         # e.g. after model.to("cuda") or astype
+            self.state = [{k: place(v, backend, p.dtype) if _is_array(v) else v
+                           for k, v in s.items()} for p, s in zip(self.params, self.state)]
+            self._placement = placement
+        live = [(p, s, g) for p, s, g in zip(self.params, self.state, self._groups_of_params)
+                if not p._grad_stale]
         if self.clip_value is not None:
-            for p, _ in live:
+            for p, _, _ in live:
                 backend.clip_inplace(_flat(p._grad), self.clip_value)
         if self.clip_norm is not None:
-            norm = math.sqrt(sum(backend.sum_of_squares(_flat(p._grad)) for p, _ in live))
+            norm = math.sqrt(sum(backend.sum_of_squares(_flat(p._grad)) for p, _, _ in live))
             if norm > self.clip_norm:
                 scale = self.clip_norm / (norm + 1e-6)
-                for p, _ in live:
+                for p, _, _ in live:
                     backend.scale_inplace(_flat(p._grad), scale)
-        for p, s in live:
-            self._update(backend, p, s)
+        for p, s, g in live:
+            self._update(backend, p, s, g)
 
-    def _update(self, backend, param, state):
+    def _update(self, backend, param, state, group):
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ state
     def state_dict(self):
-        """Hyperparameters and per-parameter state (copies), for resuming training."""
-        return {"hyperparameters": dict(self.hyperparameters()),
-                "state": [{k: np.array(to_host(v)) for k, v in s.items()} for s in self.state]}
+        """Everything needed to resume: ``{"hyperparameters": the constructor's,
+        "param_groups": [{"params": [indices into opt.params], <hyperparameters>}],
+        "state": [{"step": int, <name>: NumPy copy}, ...] per parameter}``."""
+        groups, start = [], 0
+        for g in self.param_groups:
+            n = len(g["params"])
+            groups.append({**{k: v for k, v in g.items() if k != "params"},
+                           "params": list(range(start, start + n))})
+            start += n
+        return {"hyperparameters": self.hyperparameters(), "param_groups": groups,
+                "state": [{k: np.array(to_host(v)) if _is_array(v) else v
+                           for k, v in s.items()} for s in self.state]}
 
     def load_state_dict(self, state_dict):
+        """Restore what :meth:`state_dict` returned (also the older form without
+        ``"param_groups"``).  Everything is checked before anything changes."""
+        if not self.params:
+            raise RuntimeError("bind the optimizer to parameters before loading its state")
+        hyper = dict(state_dict.get("hyperparameters", {}))
+        clipping = {k: hyper.pop(k) for k in ("clip_norm", "clip_value") if k in hyper}
+        clipping = {k: None if v is None else _positive(v, k) for k, v in clipping.items()}
+        defaults = {**self.defaults, **self._checked(hyper)}
+        saved_groups = state_dict.get("param_groups")
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
+        if saved_groups is not None:
+            if [len(g["params"]) for g in saved_groups] != [len(g["params"])
+                                                            for g in self.param_groups]:
+                raise ValueError(
+                    "optimizer state has groups of "
+                    f"{[len(g['params']) for g in saved_groups]} parameters, this optimizer "
+                    f"{[len(g['params']) for g in self.param_groups]}")
+            for mine, theirs in zip(groups, saved_groups):
+                mine.update(self._checked({k: v for k, v in theirs.items() if k != "params"},
+                                          loading=True))
+        else:       # the older form: one set of hyperparameters for every group
+            for mine in groups:
+                mine.update(defaults)
+        for group in groups:
+            self._check_group(group)
         state = state_dict["state"]
         if len(state) != len(self.params):
             raise ValueError(f"optimizer state has {len(state)} entries, the optimizer has "
                              f"{len(self.params)} parameters")
-        for mine, theirs, p in zip(self.state, state, self.params):
+        group_of = [g for g, mine in zip(groups, self.param_groups) for _ in mine["params"]]
+        new_state = []
+        for i, (p, g, theirs) in enumerate(zip(self.params, group_of, state)):
+            fresh = self._init_state(p, g)
+            if set(theirs) != set(fresh):
+                raise ValueError(f"optimizer state of parameter {i} has keys "
+                                 f"{sorted(theirs)}, expected {sorted(fresh)} (a state of "
+                                 "another optimizer or other hyperparameters?)")
             for key, value in theirs.items():
-                if key not in mine or np.shape(value) != mine[key].shape:
-                    raise ValueError(f"optimizer state {key!r} does not match parameter of "
-                                     f"shape {p.shape}")
-                assign(mine[key], value)
-        for key, value in state_dict.get("hyperparameters", {}).items():
-            setattr(self, key, value)
+                if _is_array(fresh[key]):
+                    if np.shape(value) != fresh[key].shape:
+                        raise ValueError(f"optimizer state {key!r} of parameter {i} has shape "
+                                         f"{np.shape(value)}, expected {fresh[key].shape}")
+                    fresh[key][...] = to_host(value)
+                else:
+                    fresh[key] = int(check_number(value, f"state {key!r} of parameter {i}",
+                                                  low=0, integer=True))
+            new_state.append(fresh)
+        # all checked: change
+        for mine, new in zip(self.param_groups, groups):
+            mine.update(new)
+        self.defaults.update(defaults)
+        for key, value in clipping.items():
+            object.__setattr__(self, key, value)
+        self.state = new_state
+        self._placement = None       # host arrays now; moved on the next step if needed
 
-    def hyperparameters(self):
-        return {"clip_norm": self.clip_norm, "clip_value": self.clip_value}
+    def __repr__(self):
+        shown = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in self.defaults.items())
+        groups = (f", {len(self.param_groups)} parameter groups"
+                  if len(self.param_groups) > 1 else "")
+        return f"{type(self).__name__}({shown}{groups})"
 
 
+# --------------------------------------------------------------------------- SGD
 class SGD(Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum and weight decay.
 
+    Per parameter, PyTorch's formulation::
+
+        g = grad + weight_decay * param
+        velocity = momentum * velocity + g                  (momentum > 0)
+        param -= lr * (g + momentum * velocity  if nesterov else  velocity)
+        param -= lr * g                                     (momentum = 0)
+
+    (a velocity below the smallest normal float is stored as zero: see
+    ``fastnn.kernels.optim``).
+
     Parameters
     ----------
-    params : list of Parameter, optional
+    params : list of Parameter or of parameter-group dicts, optional
     lr : float, default 0.01
         Learning rate (> 0).
     momentum : float, default 0.0
-        In [0, 1).  With momentum, ``v = momentum * v + g`` and ``p -= lr * v``.
+        In [0, 1).
     weight_decay : float, default 0.0
-        L2 penalty added to the gradient: ``g += weight_decay * p``.
+        L2 penalty added to the gradient.
     nesterov : bool, default False
         Nesterov momentum (needs ``momentum > 0``).
     clip_norm, clip_value : float, optional
         Gradient clipping, see the module docstring.
     """
 
+    _CHECKS = {"lr": _lr, "momentum": _fraction, "weight_decay": _non_negative,
+               "nesterov": _flag}
+
     def __init__(self, params=None, lr=0.01, momentum=0.0, weight_decay=0.0, nesterov=False,
                  **kwargs):
-        self.lr = check_number(lr, "lr", low=0, low_open=True)
-        self.momentum = check_number(momentum, "momentum", low=0, high=1, high_open=True)
-        self.weight_decay = check_number(weight_decay, "weight_decay", low=0)
-        if nesterov and self.momentum == 0:
+        super().__init__(params, {"lr": lr, "momentum": momentum,
+                                  "weight_decay": weight_decay, "nesterov": nesterov},
+                         **kwargs)
+
+    def _check_group(self, group):
+        if group.get("nesterov") and not group.get("momentum"):
             raise ValueError("nesterov=True needs momentum > 0")
-        self.nesterov = bool(nesterov)
-        super().__init__(params, **kwargs)
 
-    def _init_state(self, param):
-        return {"velocity": np.zeros(param.data.size, param.dtype)} if self.momentum else {}
+    def _init_state(self, param, group):
+        return {"velocity": self._zeros(param)} if group["momentum"] else {}
 
-    def _update(self, backend, param, state):
+    def _update(self, backend, param, state, group):
         p, g = _flat(param.data), _flat(param._grad)
-        if self.momentum:
-            backend.sgd_momentum_update(p, g, state["velocity"], self.lr, self.momentum,
-                                        self.weight_decay, self.nesterov)
+        if group["momentum"]:
+            backend.sgd_momentum_update(p, g, state["velocity"], group["lr"],
+                                        group["momentum"], group["weight_decay"],
+                                        group["nesterov"])
         else:
-            backend.sgd_update(p, g, self.lr, self.weight_decay)
+            backend.sgd_update(p, g, group["lr"], group["weight_decay"])
 
-    def hyperparameters(self):
-        return {**super().hyperparameters(), "lr": self.lr, "momentum": self.momentum,
-                "weight_decay": self.weight_decay, "nesterov": self.nesterov}
 
-    def __repr__(self):
-        return (f"SGD(lr={self.lr:g}, momentum={self.momentum:g}, "
-                f"weight_decay={self.weight_decay:g}, nesterov={self.nesterov})")
+# --------------------------------------------------------------------------- Adam, AdamW
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015), PyTorch's formulation and defaults.
+
+    Per parameter, at its step ``t = 1, 2, ...``::
+
+        g = grad + weight_decay * param                      (L2 penalty in the gradient)
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g**2
+        v_max = max(v_max, v), and v_max replaces v below     (amsgrad)
+        param -= lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+
+    ``eps`` is added to the bias-corrected ``sqrt(v_hat)``, as PyTorch does.  The
+    bias-correction factors are computed once per step in float64 and the update runs in
+    the parameter's dtype.  Moments below the smallest normal float are stored as zero
+    (the update differs from PyTorch's by less than any float resolves; see
+    ``fastnn.kernels.optim``).
+
+    Parameters
+    ----------
+    params : list of Parameter or of parameter-group dicts, optional
+    lr : float, default 0.001
+    betas : (float, float), default (0.9, 0.999)
+        Decay rates of the first and second moment, each in [0, 1).
+    eps : float, default 1e-8
+        (> 0) added to the denominator.
+    weight_decay : float, default 0.0
+        L2 penalty added to the gradient (use :class:`AdamW` for decoupled decay).
+    amsgrad : bool, default False
+        Keep the running maximum of ``v`` (Reddi et al., 2018); one more state array.
+    clip_norm, clip_value : float, optional
+        Gradient clipping, see the module docstring.
+    """
+
+    _CHECKS = {"lr": _lr, "betas": _betas, "eps": _positive, "weight_decay": _non_negative,
+               "amsgrad": _flag}
+    #: AdamW: weight decay applied to the parameter, not added to the gradient.
+    _decoupled = False
+
+    def __init__(self, params=None, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 amsgrad=False, **kwargs):
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
+                                  "weight_decay": weight_decay, "amsgrad": amsgrad}, **kwargs)
+
+    def _init_state(self, param, group):
+        state = {"step": 0, "exp_avg": self._zeros(param), "exp_avg_sq": self._zeros(param)}
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = self._zeros(param)
+        return state
+
+    def _update(self, backend, param, state, group):
+        state["step"] = t = state["step"] + 1
+        lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
+        p = _flat(param.data)
+        # PyTorch computes these in Python floats too: step_size = lr / bias_correction1
+        step_size = lr / (1.0 - beta1 ** t)
+        bias_correction2_sqrt = math.sqrt(1.0 - beta2 ** t)
+        max_sq = (state["max_exp_avg_sq"] if group["amsgrad"]
+                  else self._absent(backend, p.dtype))
+        if self._decoupled:
+            l2, param_decay = 0.0, 1.0 - lr * wd
+        else:
+            l2, param_decay = wd, 1.0
+        backend.adam_update(p, _flat(param._grad), state["exp_avg"], state["exp_avg_sq"],
+                            max_sq, step_size, beta1, beta2, group["eps"], l2, param_decay,
+                            bias_correction2_sqrt)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), as PyTorch's AdamW.
+
+    Each step first shrinks the parameter, ``param *= 1 - lr * weight_decay``, then takes
+    the :class:`Adam` step with no L2 term in the gradient (one fused pass all the same).
+
+    Parameters
+    ----------
+    params : list of Parameter or of parameter-group dicts, optional
+    lr : float, default 0.001
+    betas : (float, float), default (0.9, 0.999)
+    eps : float, default 1e-8
+    weight_decay : float, default 0.01
+        Decoupled decay rate.  Biases and normalisation parameters usually get none:
+        ``AdamW(weight_decay_groups(model), ...)``.
+    amsgrad : bool, default False
+    clip_norm, clip_value : float, optional
+    """
+
+    _decoupled = True
+
+    def __init__(self, params=None, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, **kwargs):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad, **kwargs)
+
+
+# --------------------------------------------------------------------------- RMSprop
+class RMSprop(Optimizer):
+    """RMSprop (Hinton, 2012), PyTorch's formulation and defaults.
+
+    Per parameter::
+
+        g = grad + weight_decay * param
+        square_avg = alpha * square_avg + (1 - alpha) * g**2
+        avg = sqrt(square_avg) + eps
+        centered: grad_avg = alpha * grad_avg + (1 - alpha) * g
+                  avg = sqrt(square_avg - grad_avg**2) + eps
+        momentum > 0: buf = momentum * buf + g / avg;  param -= lr * buf
+        else:         param -= lr * g / avg
+
+    ``eps`` is added outside the square root, as in PyTorch.  State below the smallest
+    normal float is stored as zero, and the centred variance is taken as 0 where rounding
+    made it negative (PyTorch would give NaN there).
+
+    Parameters
+    ----------
+    params : list of Parameter or of parameter-group dicts, optional
+    lr : float, default 0.01
+    alpha : float, default 0.99
+        Smoothing constant, in [0, 1).
+    eps : float, default 1e-8
+    weight_decay : float, default 0.0
+    momentum : float, default 0.0
+        In [0, 1); with momentum the state has a momentum buffer.
+    centered : bool, default False
+        Divide by an estimate of the gradient's variance instead of its second moment.
+    clip_norm, clip_value : float, optional
+    """
+
+    _CHECKS = {"lr": _lr, "alpha": _fraction, "eps": _positive, "weight_decay": _non_negative,
+               "momentum": _fraction, "centered": _flag}
+
+    def __init__(self, params=None, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0,
+                 momentum=0.0, centered=False, **kwargs):
+        super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps,
+                                  "weight_decay": weight_decay, "momentum": momentum,
+                                  "centered": centered}, **kwargs)
+
+    def _init_state(self, param, group):
+        state = {"step": 0, "square_avg": self._zeros(param)}
+        if group["momentum"]:
+            state["momentum_buffer"] = self._zeros(param)
+        if group["centered"]:
+            state["grad_avg"] = self._zeros(param)
+        return state
+
+    def _update(self, backend, param, state, group):
+        state["step"] += 1
+        p = _flat(param.data)
+        absent = self._absent(backend, p.dtype)
+        backend.rmsprop_update(p, _flat(param._grad), state["square_avg"],
+                               state["grad_avg"] if group["centered"] else absent,
+                               state["momentum_buffer"] if group["momentum"] else absent,
+                               group["lr"], group["alpha"], group["eps"],
+                               group["weight_decay"], group["momentum"])
+
+
+# --------------------------------------------------------------------------- helpers
+def weight_decay_groups(parameters, no_decay=None):
+    """Split parameters into two groups: weight matrices (decayed) and the rest.
+
+    ``AdamW(weight_decay_groups(model), lr=1e-3, weight_decay=0.01)`` decays only the
+    weight matrices: the usual recipe of no weight decay on biases and on normalisation
+    scales and shifts.
+
+    Parameters
+    ----------
+    parameters : a model, or an iterable of Parameters or of (name, Parameter) pairs
+        A model's ``named_parameters()`` are used when it has them.
+    no_decay : callable(name, param) -> bool, optional
+        Which parameters get no decay; default: those with fewer than 2 dimensions
+        (biases, normalisation parameters).  ``name`` is None when the parameters come
+        without names.
+
+    Returns
+    -------
+    list of dict
+        ``[{"params": decayed}, {"params": others, "weight_decay": 0.0}]``, an empty
+        group left out.
+    """
+    if hasattr(parameters, "named_parameters"):
+        named = list(parameters.named_parameters())
+    else:
+        named = [item if isinstance(item, tuple) else (None, item) for item in parameters]
+    if no_decay is None:
+        def no_decay(name, param):
+            return len(param.shape) < 2
+    decayed = [p for name, p in named if not no_decay(name, p)]
+    others = [p for name, p in named if no_decay(name, p)]
+    groups = [{"params": decayed}] if decayed else []
+    if others:
+        groups.append({"params": others, "weight_decay": 0.0})
+    if not groups:
+        raise ValueError("weight_decay_groups got no parameters")
+    return groups
 
 
 #: Names accepted by ``compile(optimizer=...)``.
-OPTIMIZERS = {"sgd": SGD}
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
 
 
 def get_optimizer(optimizer):
-    """An :class:`Optimizer` from an instance or a name in :data:`OPTIMIZERS`."""
+    """An :class:`Optimizer` from an instance or a name in :data:`OPTIMIZERS` (with its
+    default hyperparameters)."""
     if isinstance(optimizer, Optimizer):
         return optimizer
     return check_choice(optimizer, "optimizer", OPTIMIZERS)()

@@ -4,13 +4,20 @@ Format (version 2): a ZIP archive, readable by ``numpy.load`` as an ``.npz``, ho
 
 * ``fastnn.json`` — a JSON header: ``{"format": "fastnn", "version": 2,
   "model": {"type": "Sequential", "config": {...}}, "arrays": [names...],
-  "compile": {"loss": ..., "metrics": [...], "optimizer": {...}} or null}``.  The model
+  "compile": {"loss": ..., "metrics": [...], "optimizer": {...}, "lr_schedule": {...}}
+  or null}``.  The model
   entry is the module's own description (:func:`fastnn.module.module_spec`: its class
   name and ``get_config()``, a container's config holding its children's entries), so
   this module lists no layer types: a new layer saves and loads by defining
   ``get_config`` (and ``from_config`` when its constructor needs more);
 * one ``.npy`` entry per parameter and buffer, by its dotted name (``0.weight.npy``,
   ``2.running_mean.npy``) and, with the optimiser state, ``optimizer/<i>/<key>.npy``.
+
+The optimiser entry holds its name, constructor hyperparameters, parameter groups (their
+hyperparameters and the indices of their parameters in ``model.parameters()``), the
+names of each parameter's state arrays and its scalar state (``{"step": int}``); the
+schedule entry its type, config, interval and ``state_dict()``.  Files without groups or
+scalar state (SGD, before Adam existed) load as one group.
 
 Version 1 files (2026-11: ``"layers": [{"type": "Linear" | "Activation", ...}]``, a flat
 Sequential) are still read (:func:`_model_spec_v1`; a test keeps one).
@@ -36,6 +43,7 @@ from .backends.memory import to_host
 from .losses import get_loss
 from .module import module_from_spec, module_spec
 from .optim import OPTIMIZERS
+from .schedules import schedule_from_spec, schedule_spec
 
 FORMAT_NAME = "fastnn"
 FORMAT_VERSION = 2
@@ -107,16 +115,14 @@ def save_model(model, path, include_optimizer=True):
     if model.loss is not None:
         compile_info = {"loss": model.loss.name, "metrics": list(model.metrics),
                         "optimizer": None}
-        opt = model.optimizer
-        if include_optimizer and opt is not None:
-            name = next((n for n, cls in OPTIMIZERS.items() if type(opt) is cls), None)
-            if name is not None:
-                compile_info["optimizer"] = {"name": name,
-                                             "hyperparameters": opt.hyperparameters(),
-                                             "state_keys": [sorted(s) for s in opt.state]}
-                for i, state in enumerate(opt.state):
-                    for key, value in state.items():
-                        arrays[f"optimizer/{i}/{key}.npy"] = value
+        if include_optimizer and model.optimizer is not None:
+            entry, opt_arrays = _optimizer_entry(model, model.optimizer)
+            compile_info["optimizer"] = entry
+            arrays.update(opt_arrays)
+            if entry is not None and getattr(model, "lr_schedule", None) is not None:
+                compile_info["lr_schedule"] = {**schedule_spec(model.lr_schedule),
+                                               "interval": model.schedule_interval,
+                                               "state": model.lr_schedule.state_dict()}
     header = {"format": FORMAT_NAME, "version": FORMAT_VERSION,
               "model": module_spec(model), "arrays": list(state),
               "compile": compile_info}
@@ -181,25 +187,69 @@ def load_model(path):
         model.load_state_dict(state)
         info = header.get("compile")
         if info:
-            opt_info = info.get("optimizer")
-            optimizer = "sgd"
-            if opt_info:
-                cls = OPTIMIZERS.get(opt_info.get("name"))
-                if cls is None:
-                    raise ModelFileError(f"{path}: unknown optimizer {opt_info.get('name')!r}")
-                hyper = dict(opt_info.get("hyperparameters", {}))
-                clip = {k: hyper.pop(k, None) for k in ("clip_norm", "clip_value")}
-                optimizer = cls(**hyper, **clip)
-            model.compile(optimizer=optimizer, loss=get_loss(info["loss"]),
-                          metrics=info.get("metrics") or None)
-            if opt_info:
-                keys = opt_info.get("state_keys", [])
-                if len(keys) != len(model.optimizer.state):
-                    raise ModelFileError(f"{path}: optimizer state does not match the model")
-                opt_state = [{k: _read_array(zf, f"optimizer/{i}/{k}.npy", path) for k in ks}
-                             for i, ks in enumerate(keys)]
-                try:
-                    model.optimizer.load_state_dict({"state": opt_state})
-                except ValueError as exc:
-                    raise ModelFileError(f"{path}: {exc}") from None
+            try:
+                _compile_from_header(model, info, zf, path)
+            except ModelFileError:
+                raise
+            except (KeyError, IndexError, TypeError, ValueError) as exc:
+                raise ModelFileError(f"{path}: invalid compile settings ({exc})") from None
     return model
+
+
+def _optimizer_entry(model, opt):
+    """(header entry, arrays) of a compiled model's optimiser; (None, {}) for a class
+    that is not in ``OPTIMIZERS`` (it could not be rebuilt)."""
+    name = next((n for n, cls in OPTIMIZERS.items() if type(opt) is cls), None)
+    if name is None:
+        return None, {}
+    state_dict = opt.state_dict()
+    index = {id(p): i for i, p in enumerate(model.parameters())}
+    groups = [{**g, "params": [index[id(opt.params[j])] for j in g["params"]]}
+              for g in state_dict["param_groups"]]
+    arrays, keys, scalars = {}, [], []
+    for i, state in enumerate(state_dict["state"]):
+        named = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+        arrays.update({f"optimizer/{i}/{k}.npy": v for k, v in named.items()})
+        keys.append(sorted(named))
+        scalars.append({k: v for k, v in state.items() if k not in named})
+    entry = {"name": name, "hyperparameters": state_dict["hyperparameters"],
+             "param_groups": groups, "state_keys": keys, "state_scalars": scalars}
+    return entry, arrays
+
+
+def _compile_from_header(model, info, zf, path):
+    """Compile ``model`` as the header's ``compile`` entry says, with the optimiser's
+    groups and state and the schedule's state."""
+    opt_info = info.get("optimizer")
+    optimizer = "sgd"
+    if opt_info:
+        cls = OPTIMIZERS.get(opt_info.get("name"))
+        if cls is None:
+            raise ModelFileError(f"{path}: unknown optimizer {opt_info.get('name')!r}")
+        params = model.parameters()
+        groups = opt_info.get("param_groups")
+        members = None if not groups else [{"params": [params[i] for i in g["params"]]}
+                                           for g in groups]
+        optimizer = cls(members, **opt_info.get("hyperparameters", {}))
+    schedule_info = info.get("lr_schedule") if opt_info else None
+    schedule = schedule_from_spec(schedule_info) if schedule_info else None
+    model.compile(optimizer=optimizer, loss=get_loss(info["loss"]),
+                  metrics=info.get("metrics") or None, lr_schedule=schedule,
+                  schedule_interval=(schedule_info or {}).get("interval", "epoch"))
+    if not opt_info:
+        return
+    keys = opt_info.get("state_keys", [])
+    scalars = opt_info.get("state_scalars") or [{} for _ in keys]
+    if not len(keys) == len(scalars) == len(model.optimizer.state):
+        raise ModelFileError(f"{path}: optimizer state does not match the model")
+    state = [{**{k: _read_array(zf, f"optimizer/{i}/{k}.npy", path) for k in names},
+              **scalar} for i, (names, scalar) in enumerate(zip(keys, scalars))]
+    saved = {"state": state, "hyperparameters": opt_info.get("hyperparameters", {})}
+    if groups:
+        saved["param_groups"] = groups
+    try:
+        model.optimizer.load_state_dict(saved)
+        if schedule is not None:
+            schedule.load_state_dict(schedule_info["state"])
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None

@@ -18,6 +18,7 @@ from .init import make_rng
 from .layers import Activation
 from .losses import CrossEntropyLoss, get_loss
 from .optim import get_optimizer
+from .schedules import FitSchedule, attach_schedule
 from .progress import ProgressBar
 from .validation import as_input, check_choice, check_number
 
@@ -57,23 +58,37 @@ class TrainingMixin:
     loss = None
     optimizer = None
     metrics = ()
+    lr_schedule = None
+    schedule_interval = "epoch"
 
-    def compile(self, optimizer="sgd", loss="cross_entropy", metrics=None):
+    def compile(self, optimizer="sgd", loss="cross_entropy", metrics=None, lr_schedule=None,
+                schedule_interval="epoch"):
         """Choose the optimiser, the loss and the metrics reported by fit/evaluate.
 
         Parameters
         ----------
         optimizer : str or Optimizer
-            ``"sgd"`` (lr 0.01) or an instance such as ``fastnn.SGD(lr=0.1, momentum=0.9)``.
+            ``"sgd"`` (lr 0.01), ``"adam"``, ``"adamw"``, ``"rmsprop"`` (PyTorch's defaults)
+            or an instance such as ``fastnn.SGD(lr=0.1, momentum=0.9)``.  An instance built
+            for this model's parameters (or parameter groups, or only some parameters)
+            keeps them and its state; one without parameters is bound to all of them.
         loss : str or Loss
             ``"cross_entropy"`` (softmax fused; integer labels or one-hot targets),
             ``"bce_with_logits"`` (alias ``"binary_crossentropy"``: it takes *logits*),
             ``"mse"``, or a Loss instance.
         metrics : list of str, optional
             ``"accuracy"`` (classification losses) and/or ``"mae"`` (MSE).
+        lr_schedule : LRSchedule, optional
+            A learning-rate schedule (:mod:`fastnn.schedules`) that ``fit`` steps after
+            every epoch; ReduceLROnPlateau on ``val_loss`` with validation data, else on
+            ``loss`` (or on its ``monitor``).  Saved with the model.
+        schedule_interval : "epoch" or "batch", default "epoch"
+            Step the schedule after every epoch or after every batch (e.g. a warm-up).
         """
         self.loss = get_loss(loss)
-        self.optimizer = get_optimizer(optimizer).bind(self.parameters())
+        self.optimizer = get_optimizer(optimizer).bind(self.parameters(), keep=True)
+        self.lr_schedule = attach_schedule(lr_schedule, self.optimizer, schedule_interval)
+        self.schedule_interval = schedule_interval.lower()
         names = [check_choice(m, "metric", _METRICS) for m in (metrics or [])]
         for name in names:
             if name not in self.loss.metrics:
@@ -168,6 +183,8 @@ class TrainingMixin:
     def _train_epochs(self, x, y, epochs, batch_size, shuffle, rng, verbose, backend,
                       history, x_val, y_val):
         n = x.shape[0]
+        schedule = FitSchedule(self.lr_schedule, self.schedule_interval, x_val is not None,
+                               self.metrics)
         for epoch in range(1, epochs + 1):
             self.train()
             bar = ProgressBar(n, epoch, epochs) if verbose else None
@@ -184,6 +201,7 @@ class TrainingMixin:
                 self.optimizer.zero_grad()
                 self._backward(grad, backend, False)
                 self.optimizer.step()
+                schedule.after_batch()
                 loss_sum += loss * xb.shape[0]
                 seen += xb.shape[0]
                 self._batch_metrics(outputs, yb, sums, backend)
@@ -197,7 +215,8 @@ class TrainingMixin:
                 logs.update({f"val_{k}": v for k, v in val.items()})
             if bar:
                 bar.finish(**logs)
-            history._record(epoch - 1, {**logs, "samples_per_second": n / seconds})
+            history._record(epoch - 1, {**logs, **schedule.after_epoch(logs),
+                                        "samples_per_second": n / seconds})
 
     def _evaluate(self, x, y, batch_size, backend):
         loss_sum, sums = 0.0, {}

@@ -223,7 +223,7 @@ def test_api_errors_are_clear():
     with pytest.raises(ValueError, match="valid names"):
         model.compile(loss="hinge")
     with pytest.raises(ValueError, match="valid names"):
-        model.compile(optimizer="adamw")
+        model.compile(optimizer="adagrad")
     model.compile(loss="cross_entropy", metrics=["accuracy"])
     with pytest.raises(ValueError, match="label 3, outside \\[0, 3\\)"):
         model.fit(x, np.full(20, 3))

@@ -1,0 +1,464 @@
+"""Adam, AdamW, RMSprop (and the optimiser machinery SGD shares): each optimiser against
+PyTorch's documented update rule written out here, parameter groups, state_dict and
+resumed training, hyperparameter errors.  The kernels themselves are tested against the
+NumPy reference in test_optim_kernels.py."""
+import numpy as np
+import pytest
+
+import fastnn as fnn
+
+from conftest import random
+
+# --------------------------------------------------------------------------- the formulas
+def _run(opt_factory, grads, start, backend):
+    """Parameters after ``opt.step()`` with each of ``grads`` (lists of arrays, one per
+    parameter) in turn, from ``start``."""
+    params = [fnn.Parameter(a.copy()) for a in start]
+    opt = opt_factory(params)
+    with fnn.use_backend(backend):
+        for step_grads in grads:
+            opt.zero_grad()
+            for p, g in zip(params, step_grads):
+                p.grad[...] = g
+            opt.step()
+    return [p.data for p in params], opt
+
+
+def _problem(rng, steps=6, shapes=((5, 3), (3,))):
+    start = [rng.standard_normal(s) for s in shapes]
+    grads = [[rng.standard_normal(s) for s in shapes] for _ in range(steps)]
+    grads[2][0][1, 2] = 0.0               # an exact zero gradient on the way
+    return start, grads
+
+
+def adam_by_hand(start, grads, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 amsgrad=False, decoupled=False):
+    """torch.optim.Adam / AdamW as their documentation writes them (float64)."""
+    beta1, beta2 = betas
+    out = []
+    for i, theta in enumerate(start):
+        theta = theta.copy()
+        m = np.zeros_like(theta)
+        v = np.zeros_like(theta)
+        v_max = np.zeros_like(theta)
+        for t, step_grads in enumerate(grads, start=1):
+            g = step_grads[i].copy()
+            if decoupled:
+                theta = theta - lr * weight_decay * theta       # AdamW: theta *= 1 - lr*wd
+            elif weight_decay:
+                g = g + weight_decay * theta
+            m = beta1 * m + (1 - beta1) * g
+            v = beta2 * v + (1 - beta2) * g * g
+            m_hat = m / (1 - beta1 ** t)
+            if amsgrad:
+                v_max = np.maximum(v_max, v)
+                v_hat = v_max / (1 - beta2 ** t)
+            else:
+                v_hat = v / (1 - beta2 ** t)
+            theta = theta - lr * m_hat / (np.sqrt(v_hat) + eps)
+        out.append(theta)
+    return out
+
+
+def rmsprop_by_hand(start, grads, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
+                    momentum=0.0, centered=False):
+    """torch.optim.RMSprop as its documentation writes it (float64)."""
+    out = []
+    for i, theta in enumerate(start):
+        theta = theta.copy()
+        v = np.zeros_like(theta)
+        g_ave = np.zeros_like(theta)
+        b = np.zeros_like(theta)
+        for step_grads in grads:
+            g = step_grads[i].copy()
+            if weight_decay:
+                g = g + weight_decay * theta
+            v = alpha * v + (1 - alpha) * g * g
+            v_tilde = v
+            if centered:
+                g_ave = alpha * g_ave + (1 - alpha) * g
+                v_tilde = v_tilde - g_ave * g_ave
+            if momentum > 0:
+                b = momentum * b + g / (np.sqrt(v_tilde) + eps)
+                theta = theta - lr * b
+            else:
+                theta = theta - lr * g / (np.sqrt(v_tilde) + eps)
+        out.append(theta)
+    return out
+
+
+ADAM_CASES = [
+    {},
+    {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6},
+    {"weight_decay": 0.1},
+    {"amsgrad": True, "weight_decay": 0.05},
+]
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("kwargs", ADAM_CASES, ids=str)
+def test_adam_follows_the_documented_algorithm(kwargs, backend, rng):
+    start, grads = _problem(rng)
+    got, opt = _run(lambda ps: fnn.Adam(ps, **kwargs), grads, start, backend)
+    for a, b in zip(got, adam_by_hand(start, grads, **kwargs)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    assert all(s["step"] == len(grads) and type(s["step"]) is int for s in opt.state)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("kwargs", [{}, {"lr": 0.05, "weight_decay": 0.3},
+                                    {"amsgrad": True, "weight_decay": 0.1}], ids=str)
+def test_adamw_follows_the_documented_algorithm(kwargs, backend, rng):
+    start, grads = _problem(rng)
+    got, _ = _run(lambda ps: fnn.AdamW(ps, **kwargs), grads, start, backend)
+    expected = adam_by_hand(start, grads, decoupled=True,
+                            **{"weight_decay": 0.01, **kwargs})
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+RMSPROP_CASES = [
+    {},
+    {"alpha": 0.9, "eps": 1e-6, "weight_decay": 0.1},
+    {"centered": True},
+    {"momentum": 0.9},
+    {"centered": True, "momentum": 0.5, "weight_decay": 0.01, "lr": 1e-3},
+]
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("kwargs", RMSPROP_CASES, ids=str)
+def test_rmsprop_follows_the_documented_algorithm(kwargs, backend, rng):
+    start, grads = _problem(rng)
+    got, opt = _run(lambda ps: fnn.RMSprop(ps, **kwargs), grads, start, backend)
+    for a, b in zip(got, rmsprop_by_hand(start, grads, **kwargs)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    assert all(s["step"] == len(grads) for s in opt.state)
+
+
+def test_pytorch_defaults():
+    adam, adamw, rms = fnn.Adam(), fnn.AdamW(), fnn.RMSprop()
+    assert adam.defaults == {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8,
+                             "weight_decay": 0.0, "amsgrad": False}
+    assert adamw.defaults == {**adam.defaults, "weight_decay": 1e-2}
+    assert rms.defaults == {"lr": 1e-2, "alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0,
+                            "momentum": 0.0, "centered": False}
+
+
+def test_float32_parameters_stay_float32_and_in_place(rng):
+    for cls in (fnn.Adam, fnn.AdamW, fnn.RMSprop):
+        p = fnn.Parameter(random(rng, (4, 3), np.float32))
+        data = p.data
+        opt = cls([p], **({"momentum": 0.9, "centered": True} if cls is fnn.RMSprop
+                         else {"amsgrad": True}))
+        p.grad[...] = random(rng, (4, 3), np.float32)
+        opt.step()
+        assert p.data is data and p.data.dtype == np.float32
+        assert all(v.dtype == np.float32 for v in opt.state[0].values()
+                   if isinstance(v, np.ndarray))
+
+
+def test_a_parameter_without_gradient_is_not_updated(rng):
+    """Like PyTorch's skipping of p.grad is None: no update and no step count."""
+    a, b = fnn.Parameter(random(rng, 3, np.float64)), fnn.Parameter(random(rng, 3, np.float64))
+    opt = fnn.Adam([a, b], lr=0.1)
+    before = b.data.copy()
+    opt.zero_grad()
+    a.grad[...] = 1.0
+    opt.step()
+    np.testing.assert_array_equal(b.data, before)
+    assert [s["step"] for s in opt.state] == [1, 0]
+
+
+# --------------------------------------------------------------------------- groups
+def _model(seed=0, dtype="float64"):
+    return fnn.Sequential(fnn.Linear(6, 5), fnn.Tanh(), fnn.Linear(5, 3), seed=seed,
+                          dtype=dtype)
+
+
+def test_parameter_groups_override_the_defaults(rng):
+    """Two groups with their own lr and weight decay give what two optimisers would."""
+    start, grads = _problem(rng, shapes=((5, 3), (3,), (3, 2)))
+    groups = lambda ps: fnn.AdamW([{"params": ps[:2], "lr": 0.05},                 # noqa: E731
+                                   {"params": ps[2:], "weight_decay": 0.0}],
+                                  lr=1e-3, weight_decay=0.1)
+    got, opt = _run(groups, grads, start, "numba")
+    assert [g["lr"] for g in opt.param_groups] == [0.05, 1e-3]
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+    first = adam_by_hand(start[:2], [g[:2] for g in grads], lr=0.05, weight_decay=0.1,
+                         decoupled=True)
+    second = adam_by_hand(start[2:], [g[2:] for g in grads], lr=1e-3, weight_decay=0.0,
+                          decoupled=True)
+    for a, b in zip(got, first + second):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+def test_weight_decay_groups_spare_biases():
+    model = _model()
+    groups = fnn.weight_decay_groups(model)
+    assert [len(g["params"]) for g in groups] == [2, 2]
+    assert all(len(p.shape) == 2 for p in groups[0]["params"])
+    assert all(len(p.shape) == 1 for p in groups[1]["params"])
+    assert "weight_decay" not in groups[0] and groups[1]["weight_decay"] == 0.0
+    opt = fnn.AdamW(groups, weight_decay=0.05)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
+    # by name, from named parameters
+    by_name = fnn.weight_decay_groups(model.named_parameters(),
+                                      no_decay=lambda name, p: name.startswith("2."))
+    assert [len(g["params"]) for g in by_name] == [2, 2]
+    assert by_name[1]["params"][0] is model[2].weight
+
+
+def test_named_parameters_are_accepted():
+    model = _model()
+    opt = fnn.SGD(model.named_parameters(), lr=0.1)
+    assert opt.params == model.parameters()
+
+
+def test_group_errors_are_clear():
+    model = _model()
+    ps = model.parameters()
+    with pytest.raises(ValueError, match="more than one parameter group"):
+        fnn.Adam([{"params": ps}, {"params": ps[:1]}])
+    with pytest.raises(ValueError, match=r"unknown keys \['momentum'\].*amsgrad, betas"):
+        fnn.Adam([{"params": ps, "momentum": 0.9}])
+    with pytest.raises(ValueError, match="no 'params'"):
+        fnn.Adam([{"lr": 0.1}])
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        fnn.Adam([{"params": ps, "lr": -1}])
+    with pytest.raises(TypeError, match="not a mixture"):
+        fnn.Adam([ps[0], {"params": ps[1:]}])
+    with pytest.raises(TypeError, match="iterable of Parameters"):
+        fnn.Adam(ps[0])
+    with pytest.raises(ValueError, match="empty parameter list"):
+        fnn.Adam([])
+    with pytest.raises(ValueError, match="nesterov=True needs momentum > 0"):
+        fnn.SGD([{"params": ps, "momentum": 0.0}], momentum=0.9, nesterov=True)
+
+
+def test_hyperparameter_attributes_read_the_first_group_and_set_all():
+    model = _model()
+    opt = fnn.Adam(fnn.weight_decay_groups(model), lr=0.01, weight_decay=0.1)
+    assert opt.lr == 0.01 and opt.weight_decay == 0.1 and opt.betas == (0.9, 0.999)
+    opt.lr = 0.5
+    assert [g["lr"] for g in opt.param_groups] == [0.5, 0.5] and opt.defaults["lr"] == 0.5
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        opt.lr = 0
+    assert opt.lr == 0.5
+    with pytest.raises(AttributeError):
+        opt.momentum
+
+
+def test_compile_accepts_the_new_names():
+    for name, cls in [("adam", fnn.Adam), ("adamw", fnn.AdamW), ("rmsprop", fnn.RMSprop),
+                      ("ADAM", fnn.Adam)]:
+        model = _model()
+        model.compile(optimizer=name, loss="cross_entropy")
+        assert type(model.optimizer) is cls and model.optimizer.params == model.parameters()
+    assert set(fnn.OPTIMIZERS) == {"sgd", "adam", "adamw", "rmsprop"}
+
+
+def test_compile_keeps_the_groups_and_state_of_an_optimizer_built_for_the_model(rng):
+    model = _model()
+    opt = fnn.AdamW(fnn.weight_decay_groups(model), lr=1e-2)
+    x, y = rng.standard_normal((20, 6)), rng.integers(0, 3, 20)
+    model.compile(optimizer=opt, loss="cross_entropy")
+    assert model.optimizer is opt and len(opt.param_groups) == 2
+    model.fit(x, y, epochs=1, batch_size=10, verbose=0)
+    steps = [s["step"] for s in opt.state]
+    model.compile(optimizer=opt, loss="cross_entropy")        # recompiling keeps state
+    assert [s["step"] for s in opt.state] == steps == [2] * 4
+    # only some parameters: the others stay frozen
+    frozen = _model()
+    head = fnn.Adam(frozen[2].parameters(), lr=0.1)
+    frozen.compile(optimizer=head, loss="cross_entropy")
+    before = frozen[0].weight.data.copy()
+    frozen.fit(x, y, epochs=1, batch_size=10, verbose=0)
+    np.testing.assert_array_equal(frozen[0].weight.data, before)
+    with pytest.raises(ValueError, match="not all in this model"):
+        _model().compile(optimizer=head, loss="cross_entropy")
+
+
+def test_hyperparameter_errors_are_clear():
+    cases = [
+        (lambda: fnn.Adam(lr=-1e-3), ValueError, "lr must be > 0"),
+        (lambda: fnn.Adam(lr=0), ValueError, "lr must be > 0"),
+        (lambda: fnn.Adam(betas=(1.0, 0.999)), ValueError, r"betas\[0\] must be < 1"),
+        (lambda: fnn.Adam(betas=(0.9, -0.1)), ValueError, r"betas\[1\] must be >= 0"),
+        (lambda: fnn.Adam(betas=0.9), TypeError, r"betas must be a pair"),
+        (lambda: fnn.Adam(betas=(0.9, 0.99, 0.9)), TypeError, r"betas must be a pair"),
+        (lambda: fnn.Adam(eps=0.0), ValueError, "eps must be > 0"),
+        (lambda: fnn.AdamW(eps=-1e-8), ValueError, "eps must be > 0"),
+        (lambda: fnn.AdamW(weight_decay=-0.01), ValueError, "weight_decay must be >= 0"),
+        (lambda: fnn.Adam(amsgrad="yes"), TypeError, "amsgrad must be True or False"),
+        (lambda: fnn.Adam(lr=float("nan")), ValueError, "lr must be finite"),
+        (lambda: fnn.Adam(lr="0.1"), TypeError, "lr must be a number"),
+        (lambda: fnn.RMSprop(alpha=1.0), ValueError, "alpha must be < 1"),
+        (lambda: fnn.RMSprop(momentum=1.5), ValueError, "momentum must be < 1"),
+        (lambda: fnn.RMSprop(eps=0), ValueError, "eps must be > 0"),
+        (lambda: fnn.RMSprop(centered=1), TypeError, "centered must be True or False"),
+        (lambda: fnn.Adam(clip_norm=0), ValueError, "clip_norm must be > 0"),
+        (lambda: fnn.Adam(momentum=0.9), TypeError, "momentum"),
+    ]
+    for make, error, message in cases:
+        with pytest.raises(error, match=message):
+            make()
+
+
+# --------------------------------------------------------------------------- state
+def _train_explicitly(model, opt, x, y, steps, start=0):
+    loss_fn = fnn.CrossEntropyLoss()
+    for i in range(start, start + steps):
+        xb, yb = x[(i * 8) % 40:(i * 8) % 40 + 8], y[(i * 8) % 40:(i * 8) % 40 + 8]
+        _, grad = loss_fn(model(xb), yb)
+        opt.zero_grad()
+        model.backward(grad)
+        opt.step()
+
+
+OPTIMIZERS = {
+    "adam_amsgrad": lambda ps: fnn.Adam(ps, lr=1e-2, amsgrad=True, weight_decay=1e-3),
+    "adamw_groups": lambda ps: fnn.AdamW([{"params": ps[:2], "lr": 3e-2}, {"params": ps[2:]}],
+                                         lr=1e-2),
+    "rmsprop": lambda ps: fnn.RMSprop(ps, lr=1e-3, momentum=0.9, centered=True),
+    "sgd": lambda ps: fnn.SGD(ps, lr=0.1, momentum=0.9, nesterov=True),
+}
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_resuming_from_state_dict_equals_uninterrupted_training(name, rng):
+    """Bit for bit in float64: 10 steps in one go, or 4 steps, state_dict of model and
+    optimiser, a fresh model and optimiser loading both, 6 more steps."""
+    x, y = rng.standard_normal((40, 6)), rng.integers(0, 3, 40)
+    straight = _model()
+    _train_explicitly(straight, OPTIMIZERS[name](straight.parameters()), x, y, 10)
+    first = _model()
+    first_opt = OPTIMIZERS[name](first.parameters())
+    _train_explicitly(first, first_opt, x, y, 4)
+    saved_model, saved_opt = first.state_dict(), first_opt.state_dict()
+    resumed = _model(seed=1)
+    resumed.load_state_dict(saved_model)
+    resumed_opt = OPTIMIZERS[name](resumed.parameters())
+    resumed_opt.load_state_dict(saved_opt)
+    _train_explicitly(resumed, resumed_opt, x, y, 6, start=4)
+    for (key, a), (_, b) in zip(straight.named_parameters(), resumed.named_parameters()):
+        np.testing.assert_array_equal(a.data, b.data, err_msg=key)
+
+
+def test_state_dict_holds_copies_and_python_int_steps(rng):
+    model = _model()
+    opt = fnn.Adam(fnn.weight_decay_groups(model), lr=0.01, amsgrad=True)
+    x, y = rng.standard_normal((40, 6)), rng.integers(0, 3, 40)
+    _train_explicitly(model, opt, x, y, 3)
+    sd = opt.state_dict()
+    assert sd["hyperparameters"]["lr"] == 0.01
+    assert [g["params"] for g in sd["param_groups"]] == [[0, 1], [2, 3]]
+    assert [g["weight_decay"] for g in sd["param_groups"]] == [0.0, 0.0]
+    for s in sd["state"]:
+        assert type(s["step"]) is int and s["step"] == 3
+        assert set(s) == {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
+    sd["state"][0]["exp_avg"][...] = 123.0
+    assert not np.any(opt.state[0]["exp_avg"] == 123.0)
+    sd["param_groups"][1]["lr"] = 0.0              # a schedule may have set 0
+    sd["state"][1]["step"] = np.int64(7)
+    opt.load_state_dict(sd)
+    assert opt.param_groups[1]["lr"] == 0.0 and opt.param_groups[0]["lr"] == 0.01
+    assert np.all(opt.state[0]["exp_avg"] == 123.0) and opt.state[1]["step"] == 7
+    assert type(opt.state[1]["step"]) is int
+
+
+def test_load_state_dict_refuses_mismatches_and_changes_nothing(rng):
+    model = _model()
+    opt = fnn.Adam(model.parameters(), lr=0.01)
+    x, y = rng.standard_normal((40, 6)), rng.integers(0, 3, 40)
+    _train_explicitly(model, opt, x, y, 2)
+    before = opt.state_dict()
+    sgd = fnn.SGD(model.parameters(), momentum=0.9)
+    with pytest.raises(ValueError, match="has no hyperparameter 'momentum'"):
+        opt.load_state_dict(sgd.state_dict())
+    amsgrad = fnn.Adam(model.parameters(), amsgrad=True).state_dict()
+    for group in amsgrad["param_groups"]:
+        group["amsgrad"] = False               # groups without, state with the maximum
+    with pytest.raises(ValueError, match="keys .*expected"):
+        opt.load_state_dict(amsgrad)
+    bad = opt.state_dict()
+    bad["state"][3]["exp_avg"] = np.zeros(4)
+    with pytest.raises(ValueError, match="'exp_avg' of parameter 3 has shape"):
+        opt.load_state_dict(bad)
+    grouped = fnn.Adam(fnn.weight_decay_groups(model)).state_dict()
+    with pytest.raises(ValueError, match="groups of"):
+        opt.load_state_dict(grouped)
+    bad = opt.state_dict()
+    bad["state"][0]["step"] = -1
+    with pytest.raises(ValueError, match="step"):
+        opt.load_state_dict(bad)
+    after = opt.state_dict()
+    assert after["param_groups"] == before["param_groups"]
+    for a, b in zip(after["state"], before["state"]):
+        assert a.keys() == b.keys() and a["step"] == b["step"]
+        np.testing.assert_array_equal(a["exp_avg"], b["exp_avg"])
+
+
+def test_state_follows_the_model_dtype(rng):
+    model = _model(dtype="float32")
+    opt = fnn.Adam(model.parameters(), lr=0.01)
+    x, y = rng.standard_normal((40, 6)), rng.integers(0, 3, 40)
+    _train_explicitly(model, opt, x, y, 2)
+    model.astype("float64")
+    _train_explicitly(model, opt, x, y, 1)
+    assert all(v.dtype == np.float64 for s in opt.state for v in s.values()
+               if isinstance(v, np.ndarray))
+    assert opt.state[0]["step"] == 3
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "rmsprop"])
+def test_fit_with_each_optimizer_learns(name):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 6))
+    y = (x[:, 0] + x[:, 1] > 0).astype(int) + (x[:, 2] > 1)
+    model = _model()
+    lr = {"adam": 1e-2, "adamw": 1e-2, "rmsprop": 1e-2}[name]
+    model.compile(optimizer=fnn.OPTIMIZERS[name](lr=lr), loss="cross_entropy",
+                  metrics=["accuracy"])
+    history = model.fit(x, y, epochs=15, batch_size=32, seed=0, verbose=0)
+    assert history.history["loss"][-1] < 0.6 * history.history["loss"][0]
+    assert history.history["accuracy"][-1] > 0.8
+
+
+@pytest.mark.parametrize("make", [
+    lambda m: fnn.Adam(fnn.weight_decay_groups(m), lr=1e-2, amsgrad=True, weight_decay=1e-3),
+    lambda m: fnn.AdamW([{"params": m[0].parameters(), "lr": 3e-2},
+                         {"params": m[2].parameters()}], lr=1e-2, clip_norm=1.0),
+    lambda m: fnn.RMSprop(lr=1e-3, momentum=0.9, centered=True),
+], ids=["adam_amsgrad_groups", "adamw_lr_groups", "rmsprop"])
+def test_saved_model_resumes_bit_for_bit(tmp_path, make):
+    """fit 2 epochs, or fit 1 + model.save + fastnn.load + fit 1: the same weights
+    (float64, bit for bit); the groups, their hyperparameters and the step counts come
+    back from the file."""
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((64, 6)), rng.integers(0, 3, 64)
+
+    def compiled():
+        model = _model()
+        model.compile(optimizer=make(model), loss="cross_entropy", metrics=["accuracy"])
+        return model
+
+    straight = compiled()
+    straight.fit(x, y, epochs=2, batch_size=16, shuffle=False, verbose=0)
+    first = compiled()
+    first.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0)
+    first.save(tmp_path / "mid.fnn")
+    resumed = fnn.load(tmp_path / "mid.fnn")
+    opt, saved = resumed.optimizer, first.optimizer
+    assert type(opt) is type(saved) and opt.clip_norm == saved.clip_norm
+    assert ([{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+            == [{k: v for k, v in g.items() if k != "params"} for g in saved.param_groups])
+    index = {id(p): i for i, p in enumerate(resumed.parameters())}
+    saved_index = {id(p): i for i, p in enumerate(first.parameters())}
+    assert ([[index[id(p)] for p in g["params"]] for g in opt.param_groups]
+            == [[saved_index[id(p)] for p in g["params"]] for g in saved.param_groups])
+    assert [s["step"] for s in opt.state] == [4] * 4
+    assert all(type(s["step"]) is int for s in opt.state)
+    resumed.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0)
+    for (name, a), (_, b) in zip(straight.named_parameters(), resumed.named_parameters()):
+        np.testing.assert_array_equal(a.data, b.data, err_msg=name)

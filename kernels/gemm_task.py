@@ -16,10 +16,11 @@ from numba.core.extending import intrinsic
 
 from ._jit import kernel
 from .epilogue import bias_act_run
-from .gemm_tiles import (DOT_COLS, DOT_ROW_COLS, DOT_ROWS, MR, NARROW_ROWS, NARROW_VECTORS,
-                         ROW_VECTORS, ROWS_ROWS, ROWS_VECTORS, dot_row_tile, dot_tile,
-                         narrow_tile, pack_a, pack_b, panel_width, prefetch_output, row_tile, rows_tile,
-                         tile_bcast, tile_dot, tile_in_place)
+from .gemm_tiles import (DOT_COLS, DOT_ROW_COLS, DOT_ROWS, LOW_ROWS, MR, NARROW_ROWS,
+                         NARROW_VECTORS, ROW_VECTORS, ROWS_ROWS, ROWS_VECTORS, dot_row_tile,
+                         dot_tile, narrow_tile, pack_a, pack_b, panel_width, prefetch_output,
+                         row_tile, rows_tile, tile_bcast, tile_bcast_low, tile_dot,
+                         tile_in_place)
 from .simd_vectors import lanes as _lanes
 from .target import TARGET
 
@@ -215,7 +216,10 @@ def _ragged_tile(kc, ap, a_off, src, s0, ld, c, c0, ldc, load_c, mr, w, tile):
         for r in range(mr):
             for j in range(w):
                 tile[r * nr + j] = c[c0 + r * ldc + j]
-    tile_bcast(kc, ap, a_off, src, s0, ld, tile, _U(0), nr, load_c)
+    if mr <= _U(LOW_ROWS):
+        tile_bcast_low(kc, ap, a_off, src, s0, ld, tile, _U(0), nr, load_c)
+    else:
+        tile_bcast(kc, ap, a_off, src, s0, ld, tile, _U(0), nr, load_c)
     for r in range(mr):
         for j in range(w):
             c[c0 + r * ldc + j] = tile[r * nr + j]

@@ -28,6 +28,7 @@ _internal = kernel(no_cpython_wrapper=True)
 
 # The register tiles of this target, as (rows, vectors) (see kernels/target.py).
 MR, NRV = TARGET.tiles()["bcast"]
+LOW_ROWS = TARGET.tiles()["bcast_low"][0]
 NARROW_ROWS, NARROW_VECTORS = TARGET.tiles()["narrow"]
 ROWS_ROWS, ROWS_VECTORS = TARGET.tiles()["rows"]
 ROW_ROWS, ROW_VECTORS = TARGET.tiles()["row"]
@@ -52,7 +53,20 @@ def tile_bcast(kc, ap, a0, b, b0, ldb, c, c0, ldc, load_c):
     added after the loop (the caller prefetches its lines a tile ahead): the
     multiply-adds never wait for ``C`` to come from memory.
     """
-    acc = tile_zeros(c, MR, NRV)
+    panel_rows(tile_zeros(c, MR, NRV), kc, ap, a0, b, b0, ldb, c, c0, ldc, load_c)
+
+
+@_internal
+def tile_bcast_low(kc, ap, a0, b, b0, ldb, c, c0, ldc, load_c):
+    """:func:`tile_bcast` for the first ``LOW_ROWS`` rows of a packed ``MR``-row panel
+    only (a last panel with that few rows)."""
+    panel_rows(tile_zeros(c, LOW_ROWS, NRV), kc, ap, a0, b, b0, ldb, c, c0, ldc, load_c)
+
+
+@_internal
+def panel_rows(acc, kc, ap, a0, b, b0, ldb, c, c0, ldc, load_c):
+    """The first ``rows(acc)`` rows of a packed ``MR``-row micro-panel times a panel of
+    ``B`` into ``C`` (see :func:`tile_bcast`)."""
     mr = _U(MR)
     for k in range(kc):
         acc = tile_fma_bcast(acc, ap, a0 + k * mr, b, b0 + k * ldb)

@@ -39,6 +39,9 @@ __all__ = ["TARGET", "TILES", "Target", "describe"]
 #:   12 multiply-adds per vector load of the streamed panel: 0-10% faster GEMMs than
 #:   8 x 2 on an AVX-512 Xeon); AVX2 6 x 2 (12 of 16 ymm, BLIS's Haswell shape);
 #:   16-byte vectors 6 x 2 (12 of 16 xmm on SSE; NEON has 32).
+#: * ``bcast_low``: the last micro-panel of a block when it has at most this many rows
+#:   (a batch of 32 is 2 x 12 + 8 rows on AVX-512, 5 x 6 + 2 on AVX2): the same packed
+#:   panel, fewer rows computed.
 #: * ``narrow``: outputs narrower than :data:`NARROW_COLUMNS` (a 10-class layer), the left
 #:   operand in place.
 #: * ``rows``: products of at most a few rows (batch 2-7), both operands in place;
@@ -48,12 +51,12 @@ __all__ = ["TARGET", "TILES", "Target", "describe"]
 #:   with SSE's separate multiply and add.)
 #: * ``dot``: dot products along ``k`` (``a @ b.T`` with few rows); ``dot_row``: one row.
 TILES = {
-    "avx512": dict(bcast=(12, 2), narrow=(8, 1), rows=(4, 4), row=(1, 8), dot=(4, 4),
-                   dot_row=(1, 8)),
-    "avx2": dict(bcast=(6, 2), narrow=(6, 2), rows=(4, 2), row=(1, 8), dot=(3, 3),
-                 dot_row=(1, 8)),
-    "generic": dict(bcast=(6, 2), narrow=(4, 2), rows=(4, 2), row=(1, 8), dot=(3, 3),
-                    dot_row=(1, 8)),
+    "avx512": dict(bcast=(12, 2), bcast_low=(8, 2), narrow=(8, 1), rows=(4, 4), row=(1, 8),
+                   dot=(4, 4), dot_row=(1, 8)),
+    "avx2": dict(bcast=(6, 2), bcast_low=(4, 2), narrow=(6, 2), rows=(4, 2), row=(1, 8),
+                 dot=(3, 3), dot_row=(1, 8)),
+    "generic": dict(bcast=(6, 2), bcast_low=(4, 2), narrow=(4, 2), rows=(4, 2), row=(1, 8),
+                    dot=(3, 3), dot_row=(1, 8)),
 }
 
 #: Output widths below this many columns use the ``narrow`` tiles (a group of

@@ -87,7 +87,7 @@ _SPILL_PROBE = """
     for dtype in (np.float32, np.float64):
         gemm_task._compile_task(np.dtype(dtype))      # compiles every tile; runs nothing
     found = []
-    for fn in (gemm_tiles.tile_bcast, gemm_tiles.tile_in_place, gemm_tiles.tile_dot):
+    for fn in (gemm_tiles.panel_rows, gemm_tiles.tile_in_place, gemm_tiles.tile_dot):
         for sig in fn.signatures:
             found.append([fn.py_func.__name__, str(sig), fn.inspect_asm(sig)])
     print(json.dumps({"isa": TARGET.isa, "vector_bytes": TARGET.vector_bytes,
@@ -106,7 +106,7 @@ def test_register_tiles_never_spill(isa, tmp_path):
     assert report["isa"] == isa
     register = {64: "zmm", 32: "ymm", 16: "xmm"}[report["vector_bytes"]]
     names = {name for name, _, _ in report["kernels"]}
-    assert names == {"tile_bcast", "tile_in_place", "tile_dot"}
+    assert names == {"panel_rows", "tile_in_place", "tile_dot"}
     assert len(report["kernels"]) >= 6          # both dtypes, every tile shape
     for name, sig, asm in report["kernels"]:
         loops = [loop for loop in innermost_loops(asm)
@@ -140,7 +140,7 @@ def test_the_path_follows_the_compile_target():
 def test_every_path_has_every_tile_and_fits_its_registers():
     registers = {"avx512": 32, "avx2": 16, "generic": 16}
     for isa, tiles in TILES.items():
-        assert set(tiles) == {"bcast", "narrow", "rows", "row", "dot", "dot_row"}
+        assert set(tiles) == {"bcast", "bcast_low", "narrow", "rows", "row", "dot", "dot_row"}
         for name, (rows, vectors) in tiles.items():
             # accumulators + the operands of one step that are used more than once (+1
             # for a product without FMA); an operand used once is a memory operand

@@ -1,4 +1,5 @@
-"""asv: GEMM layouts, activations, losses and optimiser updates, Numba vs NumPy."""
+"""asv: GEMM layouts, activations, losses and optimiser updates, Numba vs NumPy
+(Adam also vs PyTorch's foreach Adam)."""
 from fastnn import bench
 from fastnn.kernels.activations import ACTIVATIONS
 
@@ -84,4 +85,23 @@ class Optimizers:
         self.fn()
 
     def time_update(self, momentum, size, backend):
+        self.fn()
+
+
+class AdamUpdate:
+    """One Adam step on a 784x512 float32 parameter: fastnn.Adam.step() (one fused
+    kernel), the careful NumPy user's Adam (issue 10 target: fastnn >= 3x) and
+    torch.optim.Adam(foreach=True) (>= 1.5x; skipped without PyTorch)."""
+    params = (["fastnn", "numpy", "torch"],)
+    param_names = ["contender"]
+
+    def setup(self, contender):
+        case = bench.adam_case(torch=contender == "torch")
+        name = "numba" if contender == "fastnn" else contender
+        if name not in case.run:
+            raise NotImplementedError("PyTorch is not installed")     # asv: skipped
+        self.fn = case.run[name]
+        self.fn()
+
+    def time_adam(self, contender):
         self.fn()

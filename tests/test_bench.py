@@ -174,3 +174,29 @@ def test_cli_only_accepts_sections_and_rejects_unknown_ones(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["--only", "trainig"])
     assert "choose from" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- Adam baselines
+@pytest.mark.parametrize("contender", ["numpy", "torch"])
+def test_adam_baselines_compute_fastnns_update_float64(contender):
+    """The careful NumPy user's Adam and PyTorch's foreach Adam, five steps on a prime
+    size in float64: the same parameters as fastnn.Adam (which the tests check against
+    PyTorch's documented algorithm)."""
+    if contender == "torch":
+        pytest.importorskip("torch")
+    case = bench.adam_case(size=1031, dtype=np.float64, lr=1e-2, torch=contender == "torch")
+    start = case.data["numba"].copy()
+    for _ in range(5):
+        case.run["numba"]()
+        case.run[contender]()
+    assert not np.allclose(case.data["numba"], start)
+    np.testing.assert_allclose(case.data[contender], case.data["numba"], rtol=1e-13, atol=1e-15)
+
+
+def test_numpy_adam_stays_float32_and_in_place():
+    case = bench.adam_case(size=257, torch=False)
+    param = case.data["numpy"]
+    assert case.run["numpy"]() is param and param.dtype == np.float32
+    from fastnn.bench.optimizers import NumpyAdam
+    adam = NumpyAdam(np.ones(3, np.float32))
+    assert all(a.dtype == np.float32 for a in (adam.exp_avg, adam.exp_avg_sq, adam._tmp))

@@ -129,6 +129,36 @@ def optimizer_case(momentum, size, dtype=np.float32, target=2.0):
                 target=target, data={"param": p, "velocity": v})
 
 
+#: The Adam targets of issue 10 on a 784x512 float32 parameter: against the careful
+#: NumPy user's Adam, and against PyTorch's foreach Adam.
+ADAM_TARGETS = {"numpy": 3.0, "torch": 1.5}
+
+
+def adam_case(size=784 * 512, dtype=np.float32, lr=1e-3, torch=True):
+    """One Adam step on a parameter of ``size`` elements: ``run["numba"]`` is
+    :class:`fastnn.Adam`'s ``step()`` (the public API: one fused kernel), ``run["numpy"]``
+    the careful NumPy user's Adam (:class:`.optimizers.NumpyAdam`), ``run["torch"]``
+    ``torch.optim.Adam(foreach=True)`` when PyTorch is importable (and ``torch``).  Each
+    has its own copy of the same parameter and gradient; ``data[name]`` is that
+    contender's parameter."""
+    from .. import Adam, Parameter
+    from .optimizers import NumpyAdam, TorchAdam
+    rng = _rng()
+    start = rng.standard_normal(size).astype(dtype)
+    grad = (rng.standard_normal(size) * 1e-3).astype(dtype)
+    param = Parameter(start.copy())
+    param.grad[...] = grad
+    fastnn_adam = Adam([param], lr=lr)
+    numpy_adam = NumpyAdam(start.copy(), lr=lr)
+    run = {"numba": fastnn_adam.step, "numpy": lambda: numpy_adam.step(grad)}
+    data = {"numba": param.data, "numpy": numpy_adam.param}
+    try:
+        torch_adam = TorchAdam(start.copy(), grad.copy(), lr=lr) if torch else None
+    except ImportError:
+        torch_adam = None
+    if torch_adam is not None:
+        run["torch"], data["torch"] = torch_adam.step, torch_adam.param
+    return Case("optimizer", "adam", str(size), run, target=ADAM_TARGETS["numpy"], data=data)
 
 
 def training_step_case(batch, target=None, dtype=np.float32):

@@ -10,7 +10,8 @@ import tempfile
 from dataclasses import dataclass, field
 
 from ..kernels.activations import ACTIVATIONS
-from .cases import BATCHES, activation_case, dense_case, gemm_cases, loss_case, optimizer_case
+from .cases import (ADAM_TARGETS, BATCHES, activation_case, adam_case, dense_case, gemm_cases,
+                    loss_case, optimizer_case)
 from .isolated import time_in_own_process
 from .report import Result
 from .steps import (COEXISTING_MATMUL, OPTIONAL, CoexistingMatmul, available,
@@ -96,6 +97,20 @@ def loss_section(ctx):
 def optimizer_section(ctx):
     for momentum in (True, False):
         yield kernel_result(ctx, optimizer_case(momentum, 784 * 512), ctx.threads)
+    # Adam: fastnn.Adam.step() against the careful NumPy user's Adam, then PyTorch's
+    # foreach Adam (each contender updates its own copy of the parameter)
+    case = adam_case()
+    labels = {"numpy": "numpy (hand-written)"}
+    if "torch" in case.run:
+        labels["torch"] = f"torch {library_version('torch')} foreach"
+    else:
+        ctx.say(f"{OPTIONAL['torch']} is not installed: no torch row for Adam")
+    for name, label in labels.items():
+        with threads(ctx.threads):
+            fast, base = compare(case.run["numba"], case.run[name], ctx.rounds,
+                                 ctx.kernel_block_seconds)
+        yield Result.from_timings(case.group, case.name, case.shape, ctx.threads, fast, base,
+                                  baseline=label, target=ADAM_TARGETS[name])
 
 
 # --------------------------------------------------------------------------- training step

@@ -57,6 +57,18 @@ def test_sgd_momentum(benchmark):
     np.testing.assert_allclose(fast.data["velocity"], ref.data["velocity"], rtol=1e-5)
 
 
+def test_adam(benchmark):
+    """fastnn.Adam.step() on a 784x512 float32 parameter (fastnn bench races it against
+    the careful NumPy user's Adam and PyTorch's foreach Adam)."""
+    case = bench.adam_case(torch=False)
+    benchmark(case.run["numba"])
+    check = bench.adam_case(torch=False)
+    for _ in range(3):
+        check.run["numba"]()
+        check.run["numpy"]()
+    np.testing.assert_allclose(check.data["numba"], check.data["numpy"], rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("batch", [32, 512])
 def test_training_step(benchmark, batch):
     case = bench.training_step_case(batch)

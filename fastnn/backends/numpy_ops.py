@@ -365,3 +365,130 @@ def dense_backward(dy, x, w, y, dz, dw, db, dx, accumulate_w, accumulate_b, acti
     if dx is not None:
         matmul_nt(dz, w, dx)
     return dx
+
+
+# --------------------------------------------------------------------------- normalisation
+# x is (rows, features); gamma/beta/gradient outputs of size 0 mean "absent" (gamma 1,
+# beta 0, gradient not written).  Formulas in fastnn.kernels.norm.
+def _affine_of(xhat, gamma, beta):
+    out = xhat * gamma if gamma.size else xhat
+    return out + beta if beta.size else out
+
+
+def _store_grad(out, value, accumulate):
+    if out.size:
+        if accumulate:
+            out += value
+        else:
+            out[...] = value
+
+
+def layer_norm_forward(x, gamma, beta, eps, y, mean, rstd):
+    """``y = (x - mean) / sqrt(var + eps) * gamma + beta`` over each row (biased var);
+    writes the rows' ``mean`` and ``rstd = 1 / sqrt(var + eps)``."""
+    mu = x.mean(axis=1)
+    var = ((x - mu[:, None]) ** 2).mean(axis=1)
+    r = 1 / np.sqrt(var + _cast(eps, x))
+    y[...] = _affine_of((x - mu[:, None]) * r[:, None], gamma, beta)
+    mean[...] = mu
+    rstd[...] = r
+    return y
+
+
+def layer_norm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, accumulate):
+    """``dx = rstd (g - mean(g) - xhat mean(g xhat))`` per row with ``g = dy * gamma``;
+    ``dgamma (+)= sum_rows(dy xhat)``, ``dbeta (+)= sum_rows(dy)``."""
+    xhat = (x - mean[:, None]) * rstd[:, None]
+    g = dy * gamma if gamma.size else dy
+    dx[...] = rstd[:, None] * (g - g.mean(axis=1, keepdims=True)
+                               - xhat * (g * xhat).mean(axis=1, keepdims=True))
+    _store_grad(dgamma, (dy * xhat).sum(axis=0), accumulate)
+    _store_grad(dbeta, dy.sum(axis=0), accumulate)
+    return dx
+
+
+def batch_norm_forward_train(x, gamma, beta, eps, momentum, running_mean, running_var, y,
+                             mean, rstd):
+    """``y = (x - mean) / sqrt(var + eps) * gamma + beta`` per column, batch statistics
+    (biased var); running statistics (if not size 0) updated as PyTorch does, the running
+    variance unbiased (``var * n / (n - 1)``; ``var`` itself for ``n = 1``)."""
+    n = x.shape[0]
+    mu = x.mean(axis=0)
+    var = ((x - mu) ** 2).mean(axis=0)
+    r = 1 / np.sqrt(var + _cast(eps, x))
+    y[...] = _affine_of((x - mu) * r, gamma, beta)
+    if running_mean.size:
+        m = _cast(momentum, x)
+        running_mean[...] = (1 - m) * running_mean + m * mu
+        running_var[...] = (1 - m) * running_var + m * var * _cast(n / (n - 1) if n > 1 else 1, x)
+    mean[...] = mu
+    rstd[...] = r
+    return y
+
+
+def batch_norm_forward_eval(x, gamma, beta, eps, running_mean, running_var, y):
+    """``y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta``."""
+    y[...] = _affine_of((x - running_mean) / np.sqrt(running_var + _cast(eps, x)), gamma, beta)
+    return y
+
+
+def batch_norm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, accumulate):
+    """``dx = gamma rstd (dy - sum(dy)/n - xhat sum(dy xhat)/n)`` per column;
+    ``dgamma (+)= sum(dy xhat)``, ``dbeta (+)= sum(dy)`` (sums over the rows)."""
+    n = x.shape[0]
+    xhat = (x - mean) * rstd
+    sum_dy = dy.sum(axis=0)
+    sum_dy_xhat = (dy * xhat).sum(axis=0)
+    scale = gamma * rstd if gamma.size else rstd
+    dx[...] = scale * (dy - sum_dy / n - xhat * sum_dy_xhat / n)
+    _store_grad(dgamma, sum_dy_xhat, accumulate)
+    _store_grad(dbeta, sum_dy, accumulate)
+    return dx
+
+
+# --------------------------------------------------------------------------- dropout
+# The counter-based stream of fastnn.kernels.dropout, vectorised: uint64 array arithmetic
+# wraps modulo 2**64 as the kernels' does.
+_MASK64 = (1 << 64) - 1
+_SPLITMIX_GAMMA = 0x9E3779B97F4A7C15
+
+
+def _mix64(z):
+    """SplitMix64's output function on a uint64 array (or a Python int, kept to 64 bits)."""
+    if isinstance(z, int):
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        return z ^ (z >> 31)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _dropout_keep(seed, offset, size, p):
+    """Boolean keep-mask of ``size`` elements: element ``i`` kept iff the top 32 bits of
+    ``mix(key + (offset + i + 1) * gamma)``, ``key = mix(seed + gamma)``, are below
+    ``floor((1 - p) * 2**32)``."""
+    key = _mix64((int(seed) + _SPLITMIX_GAMMA) & _MASK64)
+    counters = np.arange(1, size + 1, dtype=np.uint64) + np.uint64(offset)
+    bits = _mix64(np.uint64(key) + counters * np.uint64(_SPLITMIX_GAMMA))
+    return (bits >> np.uint64(32)) < int((1.0 - p) * 2.0 ** 32)
+
+
+def _dropout_scale(p, like):
+    return _cast(1 / (1 - p) if p < 1 else 0, like)
+
+
+def dropout_forward(x, p, seed, offset, y, mask):
+    """``y = x / (1 - p)`` where kept, 0 where dropped (0 everywhere for ``p = 1``);
+    ``mask`` (uint8, size 0 to skip) records the kept elements."""
+    keep = _dropout_keep(seed, offset, x.size, p).reshape(x.shape)
+    y[...] = np.where(keep, x, 0) * _dropout_scale(p, x)     # select first: inf * 0 is NaN
+    if mask.size:
+        mask.reshape(x.shape)[...] = keep
+    return y
+
+
+def dropout_backward(dy, mask, p, dx):
+    """``dx = dy / (1 - p)`` where ``mask`` is 1, else 0."""
+    dx[...] = np.where(mask.reshape(dy.shape) != 0, dy, 0) * _dropout_scale(p, dy)
+    return dx

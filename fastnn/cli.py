@@ -3,6 +3,47 @@ import argparse
 import sys
 import time
 
+#: --lr when none is given: SGD's value for this MLP, the usual 1e-3 of the adaptive ones
+#: (PyTorch's RMSprop default of 1e-2 diverges on MNIST at batch 128).
+DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except None: those defaults depend on other options
+    and their help says how."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def _optimizer_settings(args):
+    """(optimiser class, keyword arguments) from the options; a misplaced option is a
+    ValueError before anything is loaded."""
+    import fastnn as fnn
+    name = args.optimizer
+    kwargs = {"lr": DEFAULT_LR[name] if args.lr is None else args.lr}
+    if name == "sgd":
+        momentum = 0.9 if args.momentum is None else args.momentum
+        kwargs.update(momentum=momentum, nesterov=momentum > 0)
+    elif name == "rmsprop" and args.momentum is not None:
+        kwargs["momentum"] = args.momentum
+    elif args.momentum is not None:
+        raise ValueError(f"--momentum applies to sgd and rmsprop, not {name} (Adam's "
+                         "moments are its betas)")
+    if args.weight_decay is not None:
+        kwargs["weight_decay"] = args.weight_decay
+    cls = fnn.OPTIMIZERS[name]
+    cls(**kwargs)                      # hyperparameter errors now, not after loading MNIST
+    return cls, kwargs
+
+
+def _optimizer(cls, kwargs, model):
+    """Weight decay, when there is some (AdamW's default 0.01), applies to the weight
+    matrices only, not to the biases."""
+    import fastnn as fnn
+    decays = kwargs.get("weight_decay", cls().defaults["weight_decay"]) > 0
+    return cls(fnn.weight_decay_groups(model) if decays else model.parameters(), **kwargs)
+
 
 def _train(args):
     import numba
@@ -11,6 +52,7 @@ def _train(args):
 
     if args.threads:
         numba.set_num_threads(args.threads)
+    optimizer_cls, optimizer_kwargs = _optimizer_settings(args)
     start = time.perf_counter()
     (x_train, y_train), (x_test, y_test) = fnn.load_mnist(args.data, dtype=args.dtype)
     if args.limit:
@@ -25,11 +67,11 @@ def _train(args):
                    fnn.Activation(args.activation)]
     layers.append(fnn.Linear(widths[-2], widths[-1]))
     model = fnn.Sequential(*layers, dtype=args.dtype, backend=args.backend, seed=args.seed)
-    model.compile(optimizer=fnn.SGD(lr=args.lr, momentum=args.momentum, nesterov=args.momentum > 0),
+    model.compile(optimizer=_optimizer(optimizer_cls, optimizer_kwargs, model),
                   loss="cross_entropy", metrics=["accuracy"])
     print(f"model: MLP {'-'.join(map(str, widths))} ({args.activation}, {args.init}), "
           f"{args.dtype}, backend {fnn.get_backend(args.backend).name}, "
-          f"{numba.get_num_threads()} thread(s); SGD lr={args.lr} momentum={args.momentum}, "
+          f"{numba.get_num_threads()} thread(s); {model.optimizer!r}, "
           f"batch {args.batch_size}, {args.epochs} epochs")
 
     train_start = time.perf_counter()
@@ -51,11 +93,20 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="fastnn", description="fastnn command line")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train an MLP on MNIST and report accuracy",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=_HelpFormatter)
     train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--batch-size", type=int, default=128)
-    train.add_argument("--lr", type=float, default=0.05)
-    train.add_argument("--momentum", type=float, default=0.9)
+    train.add_argument("--optimizer", default="sgd", choices=sorted(DEFAULT_LR),
+                       help="PyTorch's update rules and defaults, except --lr")
+    train.add_argument("--lr", type=float, default=None,
+                       help="learning rate; default " + ", ".join(
+                           f"{k} {v:g}" for k, v in DEFAULT_LR.items()))
+    train.add_argument("--momentum", type=float, default=None,
+                       help="sgd: Nesterov momentum (default 0.9); rmsprop: momentum "
+                            "(default 0)")
+    train.add_argument("--weight-decay", type=float, default=None,
+                       help="on the weight matrices, not the biases; default: the "
+                            "optimizer's (adamw 0.01, the others 0)")
     train.add_argument("--hidden", type=lambda s: [int(w) for w in s.split(",") if w],
                        default=[512, 256], help="hidden layer widths, comma separated")
     train.add_argument("--activation", default="relu")

@@ -25,3 +25,29 @@ def test_train_on_cuda_without_a_gpu_is_a_clear_error():
         pytest.skip("this machine has a usable CUDA GPU")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "'cuda' backend" in result.stderr and "fastnn[cuda13]" in result.stderr
+
+
+def test_train_with_a_misplaced_optimizer_option_is_a_clear_error():
+    result = _fastnn("train", "--optimizer", "adam", "--momentum", "0.9", "--limit", "10")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--momentum applies to sgd and rmsprop, not adam" in result.stderr
+    assert "MNIST" not in result.stdout               # refused before loading anything
+    result = _fastnn("train", "--optimizer", "rmsprop", "--lr", "-1", "--limit", "10")
+    assert result.returncode == 2 and "lr must be > 0" in result.stderr
+
+
+@pytest.mark.parametrize("optimizer, shown", [
+    ("adam", "Adam(lr=0.001,"),
+    ("adamw", "AdamW(lr=0.001, betas=(0.9, 0.999), eps=1e-08, weight_decay=0.01, "
+              "amsgrad=False, 2 parameter groups)"),
+    ("rmsprop", "RMSprop(lr=0.01, alpha=0.99, eps=1e-08, weight_decay=0, momentum=0.5"),
+])
+def test_train_with_each_optimizer(tmp_path, optimizer, shown):
+    from mnist_fakes import make_raw, write_idx_dir
+    write_idx_dir(tmp_path / "mnist", make_raw())
+    extra = ["--lr", "0.01", "--momentum", "0.5"] if optimizer == "rmsprop" else []
+    result = _fastnn("train", "--data", str(tmp_path / "mnist"), "--optimizer", optimizer,
+                     "--epochs", "2", "--hidden", "8", "--batch-size", "4", "--verbose", "0",
+                     *extra)
+    assert result.returncode == 0, result.stderr
+    assert shown in result.stdout and "test accuracy" in result.stdout

@@ -140,6 +140,7 @@ class Optimizer:
                 self._check_group({**group, name: value})
             for group in (defaults, *self.param_groups):
                 group[name] = value
+            self._sync_state()
         else:
             object.__setattr__(self, name, value)
 
@@ -235,6 +236,25 @@ class Optimizer:
 
     def _zeros(self, param):
         return np.zeros(param.data.size, param.dtype)
+
+    def _state_array(self, backend, state, key, param):
+        """``state[key]``, created as zeros in ``backend``'s memory if a hyperparameter
+        change (e.g. ``opt.param_groups[0]["momentum"] = 0.9``) made it needed."""
+        array = state.get(key)
+        if array is None:
+            array = state[key] = backend.zeros(param.data.size, param.dtype)
+        return array
+
+    def _sync_state(self):
+        """After a hyperparameter change: state arrays the groups now need are added,
+        those they no longer use dropped (kept ones are untouched)."""
+        for p, s, g in zip(self.params, self.state, self._groups_of_params):
+            template = self._init_state(p, g)
+            for key in [k for k in s if k not in template]:
+                del s[key]
+            for key, value in template.items():
+                s.setdefault(key, value)
+        self._placement = None       # new arrays are on the host
 
     def _absent(self, backend, dtype):
         """A 0-size array in ``backend``'s memory: the kernels' "no such state" argument."""
@@ -406,7 +426,8 @@ class SGD(Optimizer):
     def _update(self, backend, param, state, group):
         p, g = _flat(param.data), _flat(param._grad)
         if group["momentum"]:
-            backend.sgd_momentum_update(p, g, state["velocity"], group["lr"],
+            velocity = self._state_array(backend, state, "velocity", param)
+            backend.sgd_momentum_update(p, g, velocity, group["lr"],
                                         group["momentum"], group["weight_decay"],
                                         group["nesterov"])
         else:
@@ -470,8 +491,8 @@ class Adam(Optimizer):
         # PyTorch computes these in Python floats too: step_size = lr / bias_correction1
         step_size = lr / (1.0 - beta1 ** t)
         bias_correction2_sqrt = math.sqrt(1.0 - beta2 ** t)
-        max_sq = (state["max_exp_avg_sq"] if group["amsgrad"]
-                  else self._absent(backend, p.dtype))
+        max_sq = (self._state_array(backend, state, "max_exp_avg_sq", param)
+                  if group["amsgrad"] else self._absent(backend, p.dtype))
         if self._decoupled:
             l2, param_decay = 0.0, 1.0 - lr * wd
         else:
@@ -563,8 +584,10 @@ class RMSprop(Optimizer):
         p = _flat(param.data)
         absent = self._absent(backend, p.dtype)
         backend.rmsprop_update(p, _flat(param._grad), state["square_avg"],
-                               state["grad_avg"] if group["centered"] else absent,
-                               state["momentum_buffer"] if group["momentum"] else absent,
+                               self._state_array(backend, state, "grad_avg", param)
+                               if group["centered"] else absent,
+                               self._state_array(backend, state, "momentum_buffer", param)
+                               if group["momentum"] else absent,
                                group["lr"], group["alpha"], group["eps"],
                                group["weight_decay"], group["momentum"])
 

@@ -159,7 +159,9 @@ def test_markdown_names_the_kernel_path_and_shows_medians():
 def test_run_one_section_writes_markdown_and_json(tmp_path, capsys):
     results = bench.run(only=["optimizer"], rounds=1, out_dir=str(tmp_path),
                         kernel_block_seconds=0.002)
-    assert [r.group for r in results] == ["optimizer", "optimizer"]
+    from fastnn.bench.steps import available
+    expected = ["sgd_momentum", "sgd", "adam"] + (["adam"] if available("torch") else [])
+    assert [r.case for r in results] == expected and {r.group for r in results} == {"optimizer"}
     data = json.loads((tmp_path / "bench-optimizer.json").read_text())
     assert data["environment"]["isa"] == bench.environment()["isa"]
     assert {"fastnn_ms", "fastnn_median_ms", "ratio", "median_ratio"} <= set(data["results"][0])

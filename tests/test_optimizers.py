@@ -249,6 +249,33 @@ def test_hyperparameter_attributes_read_the_first_group_and_set_all():
         opt.momentum
 
 
+def test_hyperparameter_changes_after_binding_add_or_drop_state(rng):
+    """Turning momentum or AMSGrad on later (through the attribute or a group's dict, as
+    PyTorch users do) creates the state it needs; turning it off through the attribute
+    drops it, so the state_dict stays loadable into a fresh optimiser."""
+    start, grads = _problem(rng, steps=3)
+    params = [fnn.Parameter(a.copy()) for a in start]
+    sgd = fnn.SGD(params, lr=0.1)
+    sgd.momentum = 0.9
+    assert all("velocity" in s for s in sgd.state)
+    sgd.param_groups[0]["nesterov"] = True
+    rms = fnn.RMSprop(params)
+    rms.param_groups[0]["momentum"] = 0.5         # dict edit: created at the next step
+    adam = fnn.Adam(params)
+    for opt in (sgd, rms, adam):
+        for g_step in grads:
+            opt.zero_grad()
+            for p, g in zip(params, g_step):
+                p.grad[...] = g
+            opt.step()
+    assert all("momentum_buffer" in s for s in rms.state)
+    adam.amsgrad = True
+    assert all("max_exp_avg_sq" in s for s in adam.state)
+    adam.amsgrad = False
+    assert not any("max_exp_avg_sq" in s for s in adam.state)
+    fnn.Adam(params).load_state_dict(adam.state_dict())
+
+
 def test_compile_accepts_the_new_names():
     for name, cls in [("adam", fnn.Adam), ("adamw", fnn.AdamW), ("rmsprop", fnn.RMSprop),
                       ("ADAM", fnn.Adam)]:

@@ -105,3 +105,40 @@ class AdamUpdate:
 
     def time_adam(self, contender):
         self.fn()
+
+
+class Normalization:
+    """BatchNorm1d (training) and LayerNorm, forward + backward at (2048, 512) float32:
+    fastnn's kernels, the careful NumPy user (issue 10 target: fastnn >= 2x) and
+    torch.nn.functional with autograd (>= 1.2x; skipped without PyTorch)."""
+    params = (["batch_norm", "layer_norm"], ["fastnn", "numpy", "torch"])
+    param_names = ["layer", "contender"]
+
+    def setup(self, kind, contender):
+        case = bench.norm_case(kind, torch=contender == "torch")
+        name = "numba" if contender == "fastnn" else contender
+        if name not in case.run:
+            raise NotImplementedError("PyTorch is not installed")     # asv: skipped
+        self.fn = case.run[name]
+        self.fn()
+
+    def time_forward_backward(self, kind, contender):
+        self.fn()
+
+
+class Dropout:
+    """Inverted dropout (p = 0.5), forward + backward at (2048, 512) float32: fastnn's
+    counter-based kernels, NumPy's generator (target: fastnn >= 3x), PyTorch."""
+    params = (["fastnn", "numpy", "torch"],)
+    param_names = ["contender"]
+
+    def setup(self, contender):
+        case = bench.dropout_case(torch=contender == "torch")
+        name = "numba" if contender == "fastnn" else contender
+        if name not in case.run:
+            raise NotImplementedError("PyTorch is not installed")     # asv: skipped
+        self.fn = case.run[name]
+        self.fn()
+
+    def time_forward_backward(self, contender):
+        self.fn()

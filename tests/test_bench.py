@@ -202,3 +202,50 @@ def test_numpy_adam_stays_float32_and_in_place():
     from fastnn.bench.optimizers import NumpyAdam
     adam = NumpyAdam(np.ones(3, np.float32))
     assert all(a.dtype == np.float32 for a in (adam.exp_avg, adam.exp_avg_sq, adam._tmp))
+
+
+# --------------------------------------------------------------------------- norm baselines
+@pytest.mark.parametrize("contender", ["numpy", "torch"])
+@pytest.mark.parametrize("kind", ["batch_norm", "layer_norm"])
+def test_norm_baselines_compute_fastnns_forward_and_backward(kind, contender):
+    """The careful NumPy user's and PyTorch's BatchNorm/LayerNorm give fastnn's ``y``,
+    ``dx``, ``dgamma`` and ``dbeta`` (float64, odd shape; BatchNorm twice, so the running
+    statistics are used and updated as fastnn does)."""
+    if contender == "torch":
+        pytest.importorskip("torch")
+    case = bench.norm_case(kind, shape=(37, 23), dtype=np.float64, torch=True)
+    for _ in range(2):
+        want = [np.array(a) for a in case.run["numba"]()]
+        got = [np.asarray(a.detach()) if hasattr(a, "detach") else a
+               for a in case.run[contender]()]
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
+    if kind == "batch_norm" and contender == "numpy":
+        numpy_norm = case.run["numpy"]
+        assert numpy_norm.running_var.dtype == np.float64 and numpy_norm.running_var.any()
+
+
+def test_numpy_norm_baselines_stay_float32():
+    for kind in ("batch_norm", "layer_norm"):
+        case = bench.norm_case(kind, shape=(5, 3))
+        assert all(a.dtype == np.float32 for a in case.run["numpy"]())
+
+
+@pytest.mark.parametrize("contender", ["numpy", "torch"])
+def test_dropout_baselines_are_inverted_dropout(contender):
+    """The baselines keep about 1 - p of the elements, scale them by 1 / (1 - p) and
+    backpropagate through the same mask; a new mask each call."""
+    if contender == "torch":
+        pytest.importorskip("torch")
+    case = bench.dropout_case(shape=(200, 100), p=0.25, torch=True)
+    x, dy = case.data["x"], case.data["dy"]
+    outputs = []
+    for _ in range(2):
+        y, dx = [np.asarray(a.detach()) if hasattr(a, "detach") else a
+                 for a in case.run[contender]()[:2]]
+        kept = y != 0
+        assert abs(kept.mean() - 0.75) < 0.02
+        np.testing.assert_allclose(y[kept], x[kept] / np.float32(0.75), rtol=1e-6)
+        np.testing.assert_allclose(dx, np.where(kept, dy / np.float32(0.75), 0), rtol=1e-6)
+        outputs.append(kept.copy())
+    assert (outputs[0] != outputs[1]).any()

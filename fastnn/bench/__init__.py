@@ -5,16 +5,19 @@
 - :mod:`.numpy_step`: the training step a careful NumPy user writes, the baseline of the
   training targets; :mod:`.steps`: the step of every contender (fastnn, that NumPy
   step, fastnn's NumPy backend, PyTorch eager, JAX jit).
-- :mod:`.cases`: the kernel cases (GEMM, dense layer, activations, loss, optimiser),
-  shared with the asv suites and the pytest-benchmark tests; :mod:`.optimizers`: the
-  Adam baselines (a careful NumPy user's, PyTorch's foreach Adam).
+- :mod:`.cases`: the kernel cases (GEMM, dense layer, activations, loss, optimiser,
+  normalisation, dropout), shared with the asv suites and the pytest-benchmark tests;
+  :mod:`.optimizers`: the Adam baselines (a careful NumPy user's, PyTorch's foreach
+  Adam); :mod:`.norm_baselines`: the normalisation and dropout baselines (a careful NumPy
+  user's, PyTorch's functional ops with autograd).
 - :mod:`.isolated`: one contender timed in a process of its own.
 - :mod:`.sections`: one table each (``fastnn bench --only training,coexistence``);
   :mod:`.environment`: CPU, kernel path, libraries, FMA peak; :mod:`.report`: the rows,
   Markdown and JSON; :mod:`.runner`: the command.
 """
-from .cases import (BATCHES, Case, activation_case, adam_case, dense_case, gemm_case,
-                    gemm_cases, loss_case, optimizer_case, torch_step_case, training_step_case)
+from .cases import (BATCHES, NORM_SHAPE, Case, activation_case, adam_case, dense_case,
+                    dropout_case, gemm_case, gemm_cases, loss_case, norm_case, optimizer_case,
+                    torch_step_case, training_step_case)
 from .environment import environment, fma_peak_gflops, measure_fma_peak
 from .numpy_step import NumpyMLPStep
 from .report import Result, to_markdown
@@ -29,6 +32,7 @@ __all__ = [
     "MLP_WIDTHS", "NumpyMLPStep", "Result", "SECTIONS", "Timing", "TorchStep",
     "activation_case", "adam_case", "add_arguments", "compare", "compile_times", "dense_case",
     "environment", "fma_peak_gflops", "gemm_case", "gemm_cases", "interleave", "loss_case", "make_contender",
-    "measure_fma_peak", "mlp", "optimizer_case", "run", "run_from_args", "to_markdown",
+    "measure_fma_peak", "mlp", "NORM_SHAPE", "dropout_case", "norm_case", "optimizer_case",
+    "run", "run_from_args", "to_markdown",
     "torch_step_case", "training_step_case",
 ]

@@ -161,6 +161,92 @@ def adam_case(size=784 * 512, dtype=np.float32, lr=1e-3, torch=True):
     return Case("optimizer", "adam", str(size), run, target=ADAM_TARGETS["numpy"], data=data)
 
 
+def _add_torch(run, make):
+    """``run["torch"] = make()`` unless PyTorch cannot be imported."""
+    try:
+        run["torch"] = make()
+    except ImportError:
+        pass
+
+
+#: The shape of the normalisation and dropout cases: (rows, features).
+NORM_SHAPE = (2048, 512)
+
+
+def norm_case(kind, shape=NORM_SHAPE, dtype=np.float32, target=2.0, torch_target=1.2,
+              torch=False):
+    """LayerNorm (``kind="layer_norm"``) or BatchNorm in training mode (``"batch_norm"``):
+    forward then backward (``dx``, ``dgamma``, ``dbeta``) on preallocated arrays.
+
+    ``run["numba"]``: fastnn's kernels; ``run["numpy"]``: the careful NumPy user's version
+    (:mod:`.norm_baselines`); ``run["torch"]`` (with ``torch``, when PyTorch is
+    importable): ``torch.nn.functional`` with autograd.  Each returns ``(y, dx, dgamma,
+    dbeta)``; ``data["torch_target"]`` is the target against PyTorch."""
+    from ..backends import get_backend
+    from . import norm_baselines as nb
+    rng = _rng()
+    rows, n = shape
+    x = rng.standard_normal(shape).astype(dtype) * dtype(2) + dtype(0.5)
+    dy = rng.standard_normal(shape).astype(dtype)
+    gamma = (1 + 0.1 * rng.standard_normal(n)).astype(dtype)
+    beta = (0.1 * rng.standard_normal(n)).astype(dtype)
+    ops = get_backend("numba")
+    y, dx = np.empty_like(x), np.empty_like(x)
+    dgamma, dbeta = np.empty_like(gamma), np.empty_like(beta)
+    if kind == "layer_norm":
+        mean, rstd = np.empty(rows, dtype), np.empty(rows, dtype)
+
+        def fastnn_run():
+            ops.layer_norm_forward(x, gamma, beta, nb.EPS, y, mean, rstd)
+            ops.layer_norm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, False)
+            return y, dx, dgamma, dbeta
+        handwritten = nb.NumpyLayerNorm(x, gamma, beta, dy)
+    elif kind == "batch_norm":
+        mean, rstd = np.empty(n, dtype), np.empty(n, dtype)
+        running_mean, running_var = np.zeros(n, dtype), np.ones(n, dtype)
+
+        def fastnn_run():
+            ops.batch_norm_forward_train(x, gamma, beta, nb.EPS, nb.MOMENTUM, running_mean,
+                                         running_var, y, mean, rstd)
+            ops.batch_norm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, False)
+            return y, dx, dgamma, dbeta
+        handwritten = nb.NumpyBatchNorm(x, gamma, beta, dy)
+    else:
+        raise ValueError(f"unknown normalisation {kind!r}; choose layer_norm or batch_norm")
+    run = {"numba": fastnn_run, "numpy": handwritten}
+    if torch:
+        _add_torch(run, lambda: nb.TorchNorm(kind, x, gamma, beta, dy))
+    return Case("norm", f"{kind} forward+backward", "x".join(map(str, shape)), run,
+                target=target, data={"torch_target": torch_target})
+
+
+def dropout_case(shape=NORM_SHAPE, p=0.5, dtype=np.float32, target=3.0, torch=False):
+    """Inverted dropout, forward then backward: fastnn's counter-based kernels (the mask
+    stored as uint8; ``offset`` advanced by the size each call, as a layer does) against
+    NumPy's generator (``rng.random(out=...) < 1 - p``) and, with ``torch``, PyTorch's
+    ``functional.dropout`` (when importable).
+    Each run returns ``(y, dx, mask)``."""
+    from ..backends import get_backend
+    from . import norm_baselines as nb
+    rng = _rng()
+    x = rng.standard_normal(shape).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    ops = get_backend("numba")
+    y, dx, mask = np.empty_like(x), np.empty_like(x), np.empty(shape, np.uint8)
+    counter = {"offset": 0}
+
+    def fastnn_run():
+        ops.dropout_forward(x, p, 0, counter["offset"], y, mask)
+        counter["offset"] += x.size
+        ops.dropout_backward(dy, mask, p, dx)
+        return y, dx, mask
+    run = {"numba": fastnn_run, "numpy": nb.NumpyDropout(x, dy, p)}
+    if torch:
+        _add_torch(run, lambda: nb.TorchDropout(x, dy, p))
+    return Case("dropout", f"dropout p={p:g} forward+backward", "x".join(map(str, shape)),
+                run, target=target, data={"x": x, "dy": dy, "p": p, "torch_target": None})
+
+
 def training_step_case(batch, target=None, dtype=np.float32):
     """One SGD-momentum step of the 784-512-256-10 MLP with softmax cross-entropy, on
     fastnn's Numba backend (``run["numba"]``) and its NumPy backend (``run["numpy"]``);

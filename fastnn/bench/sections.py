@@ -10,8 +10,8 @@ import tempfile
 from dataclasses import dataclass, field
 
 from ..kernels.activations import ACTIVATIONS
-from .cases import (ADAM_TARGETS, BATCHES, activation_case, adam_case, dense_case, gemm_cases,
-                    loss_case, optimizer_case)
+from .cases import (ADAM_TARGETS, BATCHES, activation_case, adam_case, dense_case, dropout_case,
+                    gemm_cases, loss_case, norm_case, optimizer_case)
 from .isolated import time_in_own_process
 from .report import Result
 from .steps import (COEXISTING_MATMUL, OPTIONAL, CoexistingMatmul, available,
@@ -111,6 +111,29 @@ def optimizer_section(ctx):
                                  ctx.kernel_block_seconds)
         yield Result.from_timings(case.group, case.name, case.shape, ctx.threads, fast, base,
                                   baseline=label, target=ADAM_TARGETS[name])
+
+
+def norm_section(ctx):
+    """BatchNorm1d and LayerNorm forward+backward, and dropout forward+backward, at
+    (2048, 512) float32: against the careful NumPy user (targets 2x, 3x for dropout) and
+    PyTorch's functional ops with autograd (target 1.2x; dropout without a target)."""
+    with_torch = available("torch")
+    if not with_torch:
+        ctx.say(f"{OPTIONAL['torch']} is not installed: no torch rows in the norm table")
+    label = f"torch {library_version('torch')}" if with_torch else ""
+    for make in (lambda: norm_case("batch_norm", torch=with_torch),
+                 lambda: norm_case("layer_norm", torch=with_torch),
+                 lambda: dropout_case(torch=with_torch)):
+        case = make()           # one case's arrays at a time
+        with threads(ctx.threads):
+            timings = interleave([Contender(name, fn) for name, fn in case.run.items()],
+                                 ctx.rounds, ctx.kernel_block_seconds)
+        for name, baseline, target in (("numpy", "numpy (hand-written)", case.target),
+                                       ("torch", label, case.data["torch_target"])):
+            if name in timings:
+                yield Result.from_timings(case.group, case.name, case.shape, ctx.threads,
+                                          timings["numba"], timings[name], baseline=baseline,
+                                          target=target)
 
 
 # --------------------------------------------------------------------------- training step
@@ -244,6 +267,7 @@ SECTIONS = {
     "activation": activation_section,
     "loss": loss_section,
     "optimizer": optimizer_section,
+    "norm": norm_section,
     "training": training_section,
     "coexistence": coexistence_section,
     "compile": compile_section,

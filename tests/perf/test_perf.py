@@ -98,3 +98,25 @@ def test_baseline_training_step(benchmark, contender, batch):
         reference()
     for got, want in zip(check.parameters(), reference.parameters()):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["batch_norm", "layer_norm"])
+def test_norm_forward_backward(benchmark, kind):
+    """BatchNorm1d / LayerNorm forward + backward at (2048, 512) float32 (fastnn bench
+    races it against the careful NumPy user and PyTorch); checked against the NumPy one."""
+    case = bench.norm_case(kind)
+    expected = [a.copy() for a in case.run["numpy"]()]
+    result = benchmark(case.run["numba"])
+    for got, want in zip(result, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-3)
+
+
+def test_dropout_forward_backward(benchmark):
+    """Dropout (p = 0.5) forward + backward at (2048, 512) float32; the outputs follow the
+    mask and about half the elements are kept."""
+    case = bench.dropout_case()
+    y, dx, mask = benchmark(case.run["numba"])
+    x, dy = case.data["x"], case.data["dy"]
+    np.testing.assert_array_equal(y, np.where(mask == 1, x * np.float32(2), 0))
+    np.testing.assert_array_equal(dx, np.where(mask == 1, dy * np.float32(2), 0))
+    assert abs(mask.mean() - 0.5) < 0.01

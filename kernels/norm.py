@@ -45,17 +45,21 @@ How the work is split, and why the results do not depend on the thread count:
   ``M2 = sum_b [M2_b + n_b (mean_b - mean)**2]`` (Chan, Golub & LeVeque).  One pass
   over memory for the statistics, one for ``y``; the backward likewise (sums, then ``dx``).
 
-Reductions use the ``reassoc`` fast-math flag so LLVM vectorises them (rounding only:
-the order then follows the SIMD width of the compile target, never the thread count);
-``contract`` lets it fuse multiply-adds.  Neither changes NaN/Inf behaviour.
+Reductions use the ``reassoc`` and ``contract`` fast-math flags so LLVM vectorises them
+(rounding only: the order then follows the SIMD width of the compile target, never the
+thread count); neither changes NaN/Inf behaviour.  The loops that write outputs use no
+fast-math flag, so in-place calls give the same bits as out-of-place ones.
 """
 import numpy as np
 from numba import prange
 
 from ._jit import kernel, parallel_kernel
 
-# FMA contraction only (rounding); reductions also reorder their additions to vectorise.
-_FLAGS = {"contract"}
+# Reductions reorder their additions to vectorise and may fuse multiply-adds (rounding
+# only).  The loops that write outputs use no fast-math flag: LLVM vectorises them anyway,
+# and without contraction the vector body, its scalar remainder and the scalar fallback
+# taken when an output aliases an input (in place) round identically, so in-place and
+# out-of-place calls give the same bits.
 _REDUCE_FLAGS = {"contract", "reassoc"}
 
 #: Rows per block of LayerNorm's ``dgamma``/``dbeta`` column sums (512 float32 features:
@@ -102,7 +106,7 @@ def _row_mean_var(xi):
     return m + c * inv_n, t(0) if v < t(0) else v      # rounding only; NaN stays NaN
 
 
-@kernel(fastmath=_FLAGS)
+@kernel
 def _layer_norm_forward_rows(x, gamma, beta, eps, y, mean, rstd, r0, r1):
     t = x.dtype.type
     one = t(1)
@@ -177,7 +181,7 @@ def _row_grad_sums(dyi, xi, gamma, m, r, has_gamma):
     return sg, sgx
 
 
-@kernel(fastmath=_FLAGS)
+@kernel
 def _layer_norm_backward_rows(dy, x, gamma, mean, rstd, dx, acc_gamma, acc_beta, r0, r1):
     """Rows ``r0:r1``: ``dx``, and ``dy * xhat`` / ``dy`` added to the block's partial
     column sums ``acc_gamma`` / ``acc_beta`` (row by row, in order)."""
@@ -338,7 +342,7 @@ def _column_stats_parallel(x, means, m2, n_rb, n_cb):
         _column_stats_task(x, means, m2, task, n_cb)
 
 
-@kernel(fastmath=_FLAGS)
+@kernel
 def _combine_stats(pivot, means, m2, n_rows, eps, mean, rstd, var):
     """Exact combination of the row blocks' statistics, in block order (Chan et al.), the
     block means being relative to ``pivot``: ``mean = pivot + sum_b n_b mean_b / N``,
@@ -372,7 +376,7 @@ def _combine_stats(pivot, means, m2, n_rows, eps, mean, rstd, var):
         rstd[j] = one / np.sqrt(v + eps)
 
 
-@kernel(fastmath=_FLAGS)
+@kernel
 def _affine_rows(x, center, scale, beta, y, r0, r1):
     """``y = (x - center) * scale + beta`` (per column; ``beta`` may be size 0)."""
     n = x.shape[1]
@@ -403,7 +407,7 @@ def _affine(x, center, scale, beta, y):
     return y
 
 
-@kernel(fastmath=_FLAGS)
+@kernel
 def _scale_of(gamma, rstd, scale):
     """``scale = gamma * rstd`` (``rstd`` alone without ``gamma``)."""
     if gamma.size > 0:
@@ -455,7 +459,7 @@ def batch_norm_forward_train(x, gamma, beta, eps, momentum, running_mean, runnin
     return y
 
 
-@kernel(fastmath=_FLAGS)
+@kernel
 def _update_running(running_mean, running_var, mean, var, momentum, n_rows):
     t = mean.dtype.type
     keep = t(1) - momentum
@@ -521,7 +525,7 @@ def _grad_sums_parallel(dy, x, mean, sdy, sdxc, n_rb, n_cb):
         _grad_sums_task(dy, x, mean, sdy, sdxc, task, n_cb)
 
 
-@kernel(fastmath=_FLAGS)
+@kernel
 def _batch_norm_dx_rows(dy, x, mean, a, mdy, c, dx, r0, r1):
     """``dx = a * (dy - mdy) - c * (x - mean)`` per column; ``dx`` may be ``dy``."""
     n = x.shape[1]

@@ -58,6 +58,26 @@ class JaxStep(_OptionalStep):
     contender = "jax"
 
 
+class AdamTrainingStep:
+    """The same step with Adam (PyTorch's defaults, lr 1e-3): fastnn, and PyTorch eager's
+    torch.optim.Adam (skipped without PyTorch)."""
+    params = ([32, 128, 2048], ["fastnn", "torch"])
+    param_names = ["batch", "contender"]
+
+    def setup(self, batch, contender):
+        if contender == "fastnn":
+            self.fn = bench.FastnnStep(batch, "numba", optimizer="adam")
+        else:
+            try:
+                self.fn = bench.TorchStep(batch, optimizer="adam")
+            except ImportError:
+                raise NotImplementedError("PyTorch is not installed")
+        self.fn()
+
+    def time_step(self, batch, contender):
+        self.fn()
+
+
 class FirstCall:
     """Seconds from a fresh interpreter to the end of the first training step."""
     timeout = 600

@@ -249,3 +249,19 @@ def test_dropout_baselines_are_inverted_dropout(contender):
         np.testing.assert_allclose(dx, np.where(kept, dy / np.float32(0.75), 0), rtol=1e-6)
         outputs.append(kept.copy())
     assert (outputs[0] != outputs[1]).any()
+
+
+def test_adam_training_steps_compute_the_same_update():
+    """The Adam training step of fastnn and of PyTorch eager (the training-adam table):
+    after two steps from the same weights, the same parameters."""
+    pytest.importorskip("torch")
+    from fastnn.bench.steps import FastnnStep, TorchStep
+    fastnn, torch = FastnnStep(16, optimizer="adam"), TorchStep(16, optimizer="adam")
+    for _ in range(2):
+        fastnn()
+        torch()
+    # float32: Adam divides each gradient element by its own magnitude, so where that is
+    # near zero the rounding of the gradient moves the update by up to lr (1e-3)
+    for got, want in zip(torch.parameters(), fastnn.parameters()):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)
+    assert type(fastnn.optimizer).__name__ == "Adam"

@@ -14,12 +14,14 @@ from .cases import (ADAM_TARGETS, BATCHES, activation_case, adam_case, dense_cas
                     gemm_cases, loss_case, norm_case, optimizer_case)
 from .isolated import time_in_own_process
 from .report import Result
-from .steps import (COEXISTING_MATMUL, OPTIONAL, CoexistingMatmul, available,
-                    library_version, make_contender, step_flops)
+from .steps import (COEXISTING_MATMUL, OPTIONAL, CoexistingMatmul, FastnnStep, TorchStep,
+                    available, library_version, make_contender, step_flops)
 from .timing import Contender, compare, interleave, threads
 
 #: Issue 9's training-step targets against the hand-written NumPy step, by batch size.
 NUMPY_STEP_TARGETS = {32: 2.0, 128: 1.4, 2048: 1.15}
+#: The batch sizes of the training step with Adam (issue 10).
+ADAM_STEP_BATCHES = (32, 128, 2048)
 #: The batch sizes of the coexistence section, and its target: at most 10% slower.
 COEXISTENCE_BATCHES = (32, 128)
 COEXISTENCE_MAX_SLOWDOWN = 1.10
@@ -203,6 +205,25 @@ def training_section(ctx):
                                    own[name][batch], "own process")
 
 
+def adam_training_section(ctx):
+    """The same training step with Adam (PyTorch's defaults, lr 1e-3): fastnn against
+    PyTorch eager's ``torch.optim.Adam``, alternating blocks, per batch size."""
+    if not available("torch"):
+        ctx.say(f"{OPTIONAL['torch']} is not installed: no Adam training-step table")
+        return
+    label = f"torch {library_version('torch')} eager"
+    for batch in ctx.batches_or(ADAM_STEP_BATCHES):
+        fastnn = Contender("fastnn", FastnnStep(batch, "numba", optimizer="adam"))
+        torch = Contender("torch", TorchStep(batch, threads=ctx.threads, optimizer="adam"))
+        with threads(ctx.threads):
+            timings = interleave([fastnn, torch], ctx.rounds, ctx.step_block_seconds,
+                                 ctx.step_min_calls)
+        yield Result.from_timings("training step (Adam)", "mlp 784-512-256-10", f"B={batch}",
+                                  ctx.threads, timings["fastnn"], timings["torch"],
+                                  flops=step_flops(batch), peak_gflops=ctx.peak_gflops,
+                                  baseline=label, target=1.0, mode="interleaved")
+
+
 # --------------------------------------------------------------------------- coexistence
 def _coexistence_result(ctx, batch, with_numpy, alone, mode):
     m, k, n = COEXISTING_MATMUL
@@ -269,8 +290,9 @@ SECTIONS = {
     "optimizer": optimizer_section,
     "norm": norm_section,
     "training": training_section,
+    "training-adam": adam_training_section,
     "coexistence": coexistence_section,
     "compile": compile_section,
 }
 #: Sections whose rows report "% of peak", so the FMA peak is measured for them.
-NEEDS_PEAK = {"gemm", "dense", "training"}
+NEEDS_PEAK = {"gemm", "dense", "training", "training-adam"}

@@ -5,6 +5,8 @@ Every contender runs the same step on the same batch, from the same initial weig
     784 -> 512 -> 256 -> 10 MLP, ReLU, softmax cross-entropy on integer labels,
     SGD with momentum 0.9 (v = 0.9 v + g, p -= lr v), lr = 1e-3, float32
 
+(fastnn and PyTorch also with ``optimizer="adam"``: Adam with PyTorch's defaults, lr 1e-3.)
+
 Contenders are objects: ``step()`` runs one step, ``parameters()`` returns the current
 ``[W_1, b_1, W_2, b_2, ...]`` as NumPy arrays in fastnn's layout (W of shape (fan_in,
 fan_out)), so the tests can check that every contender computes the same update.
@@ -58,15 +60,18 @@ def initial_parameters(dtype=np.float32):
 class FastnnStep:
     """fastnn's step: ``model(x)``, the fused loss, ``zero_grad``, ``backward``, ``step``.
 
-    ``backend`` is "numba" (fastnn's kernels) or "numpy" (fastnn's own NumPy backend).
+    ``backend`` is "numba" (fastnn's kernels) or "numpy" (fastnn's own NumPy backend);
+    ``optimizer`` "sgd" (momentum 0.9) or "adam".
     """
 
     def __init__(self, batch, backend="numba", dtype=np.float32, model=None, x=None,
-                 labels=None):
-        from .. import SGD, CrossEntropyLoss
+                 labels=None, optimizer="sgd"):
+        from .. import SGD, Adam, CrossEntropyLoss
         self.model = model if model is not None else mlp(dtype=np.dtype(dtype).name)
         self.model.to(backend)
-        self.optimizer = SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM, backend=backend)
+        params = self.model.parameters()
+        self.optimizer = (Adam(params, lr=LR, backend=backend) if optimizer == "adam" else
+                          SGD(params, lr=LR, momentum=MOMENTUM, backend=backend))
         self.loss_fn = CrossEntropyLoss()
         default_x, default_labels = batch_data(batch, dtype)
         self.x = default_x if x is None else x
@@ -101,9 +106,10 @@ class HandwrittenNumpyStep:
 
 
 class TorchStep:
-    """PyTorch eager (CPU) on the same step, from NumPy arrays as fastnn's step is."""
+    """PyTorch eager (CPU) on the same step, from NumPy arrays as fastnn's step is;
+    ``optimizer="adam"``: ``torch.optim.Adam`` with its defaults (what a user gets)."""
 
-    def __init__(self, batch, threads=None):
+    def __init__(self, batch, threads=None, optimizer="sgd"):
         import numba
         import torch
         # as many threads as fastnn's kernels get (torch defaults to the physical cores)
@@ -120,7 +126,9 @@ class TorchStep:
                 layers.append(torch.nn.ReLU())
         self.torch = torch
         self.model = torch.nn.Sequential(*layers)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
+        self.optimizer = (torch.optim.Adam(self.model.parameters(), lr=LR)
+                          if optimizer == "adam" else
+                          torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM))
         self.loss_fn = torch.nn.CrossEntropyLoss()
         self.x, self.labels = batch_data(batch)
 

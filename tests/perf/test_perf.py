@@ -82,6 +82,12 @@ def test_training_step(benchmark, batch):
         np.testing.assert_allclose(a.data, b.data, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
+@pytest.mark.parametrize("batch", [32, 128])
+def test_adam_training_step(benchmark, batch):
+    """The training step with Adam (the training-adam table of fastnn bench)."""
+    benchmark(bench.FastnnStep(batch, "numba", optimizer="adam"))
+
+
 @pytest.mark.parametrize("contender", ["numpy", "torch", "jax"])
 @pytest.mark.parametrize("batch", [32, 128])
 def test_baseline_training_step(benchmark, contender, batch):

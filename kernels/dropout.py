@@ -82,9 +82,8 @@ def keep_threshold(p):
     return np.uint64((1.0 - p) * _TWO_POW_32)
 
 
-@kernel
-def _dropout_span(x, y, mask, key, start, threshold, scale, store_mask):
-    """Elements ``0:x.size`` of a chunk whose first element has the counter ``start``."""
+@kernel(inline="always")
+def _dropout_elements(x, y, mask, key, start, threshold, scale, store_mask):
     zero = x.dtype.type(0)
     for i in range(x.size):
         g = start + np.uint64(i)
@@ -92,6 +91,17 @@ def _dropout_span(x, y, mask, key, start, threshold, scale, store_mask):
         if store_mask:
             mask[i] = np.uint8(keep)
         y[i] = x[i] * scale if keep else zero
+
+
+@kernel
+def _dropout_span(x, y, mask, key, start, threshold, scale, store_mask):
+    """Elements ``0:x.size`` of a chunk whose first element has the counter ``start``.
+    In place, ``y`` is passed under ``x``'s name to the inlined loop, so LLVM vectorises
+    it (two names for one array would send it to its scalar fallback)."""
+    if x.ctypes.data == y.ctypes.data:
+        _dropout_elements(y, y, mask, key, start, threshold, scale, store_mask)
+    else:
+        _dropout_elements(x, y, mask, key, start, threshold, scale, store_mask)
 
 
 def dropout_forward(x, p, seed, offset, y, mask):
@@ -136,11 +146,19 @@ def _dropout_forward(x, p, seed, offset, y, mask):
     return y
 
 
-@kernel
-def _dropout_backward_span(dy, mask, dx, scale):
+@kernel(inline="always")
+def _dropout_backward_elements(dy, mask, dx, scale):
     zero = dy.dtype.type(0)
     for i in range(dy.size):
         dx[i] = dy[i] * scale if mask[i] != 0 else zero
+
+
+@kernel
+def _dropout_backward_span(dy, mask, dx, scale):
+    if dy.ctypes.data == dx.ctypes.data:           # in place: one name (inlined)
+        _dropout_backward_elements(dx, mask, dx, scale)
+    else:
+        _dropout_backward_elements(dy, mask, dx, scale)
 
 
 @parallel_kernel

@@ -106,12 +106,31 @@ def _row_mean_var(xi):
     return m + c * inv_n, t(0) if v < t(0) else v      # rounding only; NaN stays NaN
 
 
+@kernel(inline="always")
+def _normalize_row(src, dst, m, r, gamma, beta):
+    """``dst = (src - m) * r * gamma + beta`` (``gamma``/``beta`` may be size 0).
+
+    Inlined by Numba, so a call with ``dst`` the same variable as ``src`` (in place) reads
+    and writes through one pointer and LLVM vectorises it; two names that alias would
+    send it to its scalar fallback (in-place LayerNorm measured 2.2x slower)."""
+    n = src.size
+    if gamma.size > 0 and beta.size > 0:
+        for j in range(n):
+            dst[j] = (src[j] - m) * r * gamma[j] + beta[j]
+    elif gamma.size > 0:
+        for j in range(n):
+            dst[j] = (src[j] - m) * r * gamma[j]
+    elif beta.size > 0:
+        for j in range(n):
+            dst[j] = (src[j] - m) * r + beta[j]
+    else:
+        for j in range(n):
+            dst[j] = (src[j] - m) * r
+
+
 @kernel
 def _layer_norm_forward_rows(x, gamma, beta, eps, y, mean, rstd, r0, r1):
-    t = x.dtype.type
-    one = t(1)
-    has_gamma = gamma.size > 0
-    has_beta = beta.size > 0
+    one = x.dtype.type(1)
     for i in range(r0, r1):
         xi = x[i]
         yi = y[i]
@@ -119,19 +138,10 @@ def _layer_norm_forward_rows(x, gamma, beta, eps, y, mean, rstd, r0, r1):
         r = one / np.sqrt(v + eps)
         mean[i] = m
         rstd[i] = r
-        n = xi.size
-        if has_gamma and has_beta:
-            for j in range(n):
-                yi[j] = (xi[j] - m) * r * gamma[j] + beta[j]
-        elif has_gamma:
-            for j in range(n):
-                yi[j] = (xi[j] - m) * r * gamma[j]
-        elif has_beta:
-            for j in range(n):
-                yi[j] = (xi[j] - m) * r + beta[j]
+        if xi.ctypes.data == yi.ctypes.data:       # in place: one name (see _normalize_row)
+            _normalize_row(yi, yi, m, r, gamma, beta)
         else:
-            for j in range(n):
-                yi[j] = (xi[j] - m) * r
+            _normalize_row(xi, yi, m, r, gamma, beta)
 
 
 @parallel_kernel
@@ -181,13 +191,35 @@ def _row_grad_sums(dyi, xi, gamma, m, r, has_gamma):
     return sg, sgx
 
 
+@kernel(inline="always")
+def _layer_norm_grad_row(dyi, xi, dxi, gamma, m, r, a, b, acc_gamma, acc_beta):
+    """One row: ``dx = r (dy gamma - a - xhat b)``, ``acc_gamma += dy xhat``, ``acc_beta
+    += dy``.  Inlined, so an in-place call (``dxi`` the same variable as ``dyi``) goes
+    through one pointer and vectorises (see :func:`_normalize_row`); each element is
+    read before it is written."""
+    n = xi.size
+    if gamma.size > 0:
+        for j in range(n):
+            d = dyi[j]
+            xh = (xi[j] - m) * r
+            acc_gamma[j] += d * xh
+            acc_beta[j] += d
+            dxi[j] = r * (d * gamma[j] - a - xh * b)
+    else:
+        for j in range(n):
+            d = dyi[j]
+            xh = (xi[j] - m) * r
+            acc_gamma[j] += d * xh
+            acc_beta[j] += d
+            dxi[j] = r * (d - a - xh * b)
+
+
 @kernel
 def _layer_norm_backward_rows(dy, x, gamma, mean, rstd, dx, acc_gamma, acc_beta, r0, r1):
     """Rows ``r0:r1``: ``dx``, and ``dy * xhat`` / ``dy`` added to the block's partial
     column sums ``acc_gamma`` / ``acc_beta`` (row by row, in order)."""
     t = x.dtype.type
-    n = x.shape[1]
-    inv_n = t(1) / t(n)
+    inv_n = t(1) / t(x.shape[1])
     has_gamma = gamma.size > 0
     for i in range(r0, r1):
         xi = x[i]
@@ -198,21 +230,10 @@ def _layer_norm_backward_rows(dy, x, gamma, mean, rstd, dx, acc_gamma, acc_beta,
         sg, sgx = _row_grad_sums(dyi, xi, gamma, m, r, has_gamma)
         a = sg * inv_n
         b = sgx * inv_n
-        # dx may be dy (in place): each element is read before it is written.
-        if has_gamma:
-            for j in range(n):
-                d = dyi[j]
-                xh = (xi[j] - m) * r
-                acc_gamma[j] += d * xh
-                acc_beta[j] += d
-                dxi[j] = r * (d * gamma[j] - a - xh * b)
+        if dyi.ctypes.data == dxi.ctypes.data:     # in place: one name
+            _layer_norm_grad_row(dxi, xi, dxi, gamma, m, r, a, b, acc_gamma, acc_beta)
         else:
-            for j in range(n):
-                d = dyi[j]
-                xh = (xi[j] - m) * r
-                acc_gamma[j] += d * xh
-                acc_beta[j] += d
-                dxi[j] = r * (d - a - xh * b)
+            _layer_norm_grad_row(dyi, xi, dxi, gamma, m, r, a, b, acc_gamma, acc_beta)
 
 
 @kernel
@@ -376,22 +397,28 @@ def _combine_stats(pivot, means, m2, n_rows, eps, mean, rstd, var):
         rstd[j] = one / np.sqrt(v + eps)
 
 
+@kernel(inline="always")
+def _affine_row(src, dst, center, scale, beta):
+    """``dst = (src - center) * scale + beta`` (inlined: in place through one name)."""
+    if beta.size > 0:
+        for j in range(src.size):
+            dst[j] = (src[j] - center[j]) * scale[j] + beta[j]
+    else:
+        for j in range(src.size):
+            dst[j] = (src[j] - center[j]) * scale[j]
+
+
 @kernel
 def _affine_rows(x, center, scale, beta, y, r0, r1):
-    """``y = (x - center) * scale + beta`` (per column; ``beta`` may be size 0)."""
-    n = x.shape[1]
-    if beta.size > 0:
-        for i in range(r0, r1):
-            xi = x[i]
-            yi = y[i]
-            for j in range(n):
-                yi[j] = (xi[j] - center[j]) * scale[j] + beta[j]
-    else:
-        for i in range(r0, r1):
-            xi = x[i]
-            yi = y[i]
-            for j in range(n):
-                yi[j] = (xi[j] - center[j]) * scale[j]
+    """``y = (x - center) * scale + beta`` (per column; ``beta`` may be size 0); ``y``
+    may be ``x``."""
+    for i in range(r0, r1):
+        xi = x[i]
+        yi = y[i]
+        if xi.ctypes.data == yi.ctypes.data:
+            _affine_row(yi, yi, center, scale, beta)
+        else:
+            _affine_row(xi, yi, center, scale, beta)
 
 
 @parallel_kernel
@@ -525,16 +552,22 @@ def _grad_sums_parallel(dy, x, mean, sdy, sdxc, n_rb, n_cb):
         _grad_sums_task(dy, x, mean, sdy, sdxc, task, n_cb)
 
 
+@kernel(inline="always")
+def _batch_norm_dx_row(dyi, xi, dxi, mean, a, mdy, c):
+    for j in range(xi.size):
+        dxi[j] = a[j] * (dyi[j] - mdy[j]) - c[j] * (xi[j] - mean[j])
+
+
 @kernel
 def _batch_norm_dx_rows(dy, x, mean, a, mdy, c, dx, r0, r1):
     """``dx = a * (dy - mdy) - c * (x - mean)`` per column; ``dx`` may be ``dy``."""
-    n = x.shape[1]
     for i in range(r0, r1):
-        xi = x[i]
         dyi = dy[i]
         dxi = dx[i]
-        for j in range(n):
-            dxi[j] = a[j] * (dyi[j] - mdy[j]) - c[j] * (xi[j] - mean[j])
+        if dyi.ctypes.data == dxi.ctypes.data:     # in place: one name (inlined)
+            _batch_norm_dx_row(dxi, x[i], dxi, mean, a, mdy, c)
+        else:
+            _batch_norm_dx_row(dyi, x[i], dxi, mean, a, mdy, c)
 
 
 @parallel_kernel

@@ -327,3 +327,19 @@ def test_blocks_are_what_the_tests_assume():
     # SHAPES above are chosen against these (non-multiples, several blocks, parallel)
     assert (norm.LN_ROW_BLOCK, norm.BN_ROW_BLOCK, norm.BN_COLUMN_BLOCK) == (32, 64, 512)
     assert 130 * 1031 * 8 > norm.SERIAL_MAX_BYTES
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_nan_stays_in_its_row_or_column(backend, dtype):
+    """A NaN makes its LayerNorm row and its BatchNorm column NaN (no fast-math flag hides
+    it), and nothing else."""
+    ops = fnn.get_backend(backend)
+    x = random(np.random.default_rng(2), (70, 40), dtype)
+    x[5, 7] = np.nan
+    gamma, beta = np.ones(40, dtype), np.zeros(40, dtype)
+    with np.errstate(invalid="ignore"):
+        y, _, _ = layer_norm(ops, x, gamma, beta)
+        assert np.isnan(y[5]).all() and np.isfinite(np.delete(y, 5, axis=0)).all()
+        y, mean, rstd = batch_norm(ops, x, gamma, beta)
+        assert np.isnan(y[:, 7]).all() and np.isfinite(np.delete(y, 7, axis=1)).all()
+        assert np.isnan(mean[7]) and np.isnan(rstd[7])

@@ -17,10 +17,12 @@ from .data import batches
 from .datasets import DatasetNotFoundError, load_mnist
 from .init import INITIALIZERS, manual_seed
 from .kernels.activations import ACTIVATIONS
+from .dropout import Dropout
 from .layers import (ELU, GELU, Activation, Dense, Gaussian, Identity, LeakyReLU, Linear,
                      PiecewiseLinear, ReLU, Sigmoid, Softmax, Softplus, Step, Tanh)
 from .losses import LOSSES, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
 from .model import Sequential
+from .norm import BatchNorm1d, LayerNorm
 from .module import Module, Parameter
 from .optim import OPTIMIZERS, SGD, Adam, AdamW, Optimizer, RMSprop, weight_decay_groups
 from .schedules import (SCHEDULES, CosineAnnealingLR, LinearWarmup, LRSchedule,
@@ -32,7 +34,8 @@ from .training import History, TrainingDivergedError
 __version__ = "0.1.0"
 
 __all__ = [
-    "ACTIVATIONS", "INITIALIZERS", "LOSSES", "OPTIMIZERS", "Activation",
+    "ACTIVATIONS", "INITIALIZERS", "LOSSES", "OPTIMIZERS", "Activation", "BatchNorm1d",
+    "Dropout", "LayerNorm",
     "BCEWithLogitsLoss", "BackendUnavailableError", "CrossEntropyLoss", "DatasetNotFoundError", "Dense", "ELU", "GELU",
     "Gaussian", "History", "Identity", "LeakyReLU", "Linear", "Loss", "MSELoss",
     "ModelFileError", "Module", "Optimizer", "Parameter", "PiecewiseLinear", "ReLU", "SGD",

@@ -9,7 +9,7 @@ import numpy as np
 from .backends.memory import like
 from .init import init_bias, init_weight, make_rng
 from .kernels.activation_specs import BY_NAME, check_params
-from .module import Module, Parameter, rows
+from .module import Module, Parameter, rows, unrows
 from .validation import as_dtype, check_choice, check_number
 
 
@@ -78,7 +78,7 @@ class Linear(Module):
                               None if self.bias is None else self.bias.data, out, name, *args)
         self._x, self._activation = x, activation
         self._y = out if activation is not None else None
-        return out if x.ndim == 2 else out.reshape(x.shape[:-1] + (self.out_features,))
+        return unrows(out, x)
 
     def _backward(self, grad, backend, need_input_grad):
         x2, g2 = rows(self._x), rows(grad)
@@ -100,7 +100,7 @@ class Linear(Module):
                                    *activation.args)
         if dx is None:
             return None
-        return dx if self._x.ndim == 2 else dx.reshape(self._x.shape)
+        return unrows(dx, self._x)
 
     def get_config(self):
         """Constructor arguments, JSON-serialisable (used by ``model.save``)."""
@@ -173,13 +173,13 @@ class Activation(Module):
         out = backend.empty(x2.shape, x.dtype)
         getattr(backend, f"{self.name}_forward")(x2, out, *self.args)
         self._x, self._y = x2, out
-        return out if x.ndim == 2 else out.reshape(x.shape)
+        return unrows(out, x)
 
     def _backward(self, grad, backend, need_input_grad):
         g2 = rows(grad)
         out = backend.empty(g2.shape, grad.dtype)
         getattr(backend, f"{self.name}_backward")(g2, self._x, self._y, out, *self.args)
-        return out if grad.ndim == 2 else out.reshape(grad.shape)
+        return unrows(out, grad)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v:g}" for k, v in self.params.items())

@@ -9,7 +9,8 @@ A module holds three kinds of state, registered as in PyTorch by assigning attri
 
 * **parameters** (:class:`Parameter`: trained, with a gradient): ``self.weight = Parameter(...)``;
 * **buffers** (arrays that are state but not trained, such as running statistics):
-  ``self.register_buffer("running_mean", array)``;
+  ``self.register_buffer("running_mean", array)``; float buffers move with the
+  parameters, integer buffers (counters) stay on the host;
 * **children** (modules inside this one): ``self.block = Linear(...)``, or
   :meth:`add_module` for names that are not identifiers (``Sequential``'s ``"0"``, ``"1"``).
 
@@ -92,7 +93,14 @@ class Parameter:
 def rows(x):
     """``x`` of shape ``(..., features)`` as a 2-D ``(rows, features)`` view (no copy for
     the C-contiguous arrays layers receive): the shape the kernels work on."""
-    return x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
+    return x if x.ndim == 2 else x.reshape(-1, tuple(x.shape)[-1])
+
+
+def unrows(y, like):
+    """The 2-D result ``y`` of a layer given the input ``like`` back in ``like``'s leading
+    axes: ``(..., y.shape[1])`` (a view).  (``tuple(shape)``: device arrays of Numba's CUDA
+    simulator have a shape type without negative indices.)"""
+    return y if like.ndim == 2 else y.reshape(tuple(like.shape)[:-1] + (tuple(y.shape)[1],))
 
 
 class Module:
@@ -276,7 +284,10 @@ class Module:
                 p._grad = place(p._grad, backend)
         for module in self.modules():
             for name, array in list(module._registry("_buffers").items()):
-                if array is not None and memory_of(array) != backend.memory:
+                # float buffers follow the parameters; integer ones are counters that
+                # Python reads every step (Dropout's stream offset): they stay on the host
+                if (array is not None and np.dtype(array.dtype).kind == "f"
+                        and memory_of(array) != backend.memory):
                     setattr(module, name, place(array, backend))
             object.__setattr__(module, "_memory", backend.memory)
 

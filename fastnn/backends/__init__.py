@@ -37,7 +37,8 @@ OPERATIONS = (
     + ("adam_update", "rmsprop_update")
     + ("dense_forward", "dense_backward")
     + ("layer_norm_forward", "layer_norm_backward", "batch_norm_forward_train",
-       "batch_norm_forward_eval", "batch_norm_backward", "dropout_forward", "dropout_backward")
+       "batch_norm_forward_eval", "batch_norm_backward", "batch_norm_backward_eval",
+       "dropout_forward", "dropout_backward")
     + ("argmax_matches", "argmax_matches_soft", "sign_matches", "abs_error_sum")
 )
 

@@ -446,6 +446,20 @@ def batch_norm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, accumulate)
     return dx
 
 
+def batch_norm_backward_eval(dy, x, gamma, eps, running_mean, running_var, dx, dgamma, dbeta,
+                             accumulate):
+    """Backward of evaluation mode, where the statistics are constants:
+    ``dx = dy * gamma * rstd`` with ``rstd = 1 / sqrt(running_var + eps)``;
+    ``dgamma (+)= sum(dy xhat)``, ``dbeta (+)= sum(dy)`` (fine-tuning with frozen
+    statistics; rare enough that no backend has a kernel for it)."""
+    rstd = 1 / np.sqrt(running_var + _cast(eps, x))
+    xhat = (x - running_mean) * rstd
+    dx[...] = dy * (gamma * rstd if gamma.size else rstd)
+    _store_grad(dgamma, (dy * xhat).sum(axis=0), accumulate)
+    _store_grad(dbeta, dy.sum(axis=0), accumulate)
+    return dx
+
+
 # --------------------------------------------------------------------------- dropout
 # The counter-based stream of fastnn.kernels.dropout, vectorised: uint64 array arithmetic
 # wraps modulo 2**64 as the kernels' does.

@@ -45,6 +45,23 @@ def _optimizer(cls, kwargs, model):
     return cls(fnn.weight_decay_groups(model) if decays else model.parameters(), **kwargs)
 
 
+def _mlp_layers(args, widths):
+    """Hidden layers Linear [-> BatchNorm1d] -> activation [-> Dropout], then the output
+    Linear layer."""
+    import fastnn as fnn
+    layers = []
+    for fan_in, fan_out in zip(widths[:-2], widths[1:-1]):
+        layers.append(fnn.Linear(fan_in, fan_out, init=args.init, bias_init=args.bias_init,
+                                 bias=not args.batchnorm))    # BatchNorm's beta is the bias
+        if args.batchnorm:
+            layers.append(fnn.BatchNorm1d(fan_out))
+        layers.append(fnn.Activation(args.activation))
+        if args.dropout:
+            layers.append(fnn.Dropout(args.dropout))
+    layers.append(fnn.Linear(widths[-2], widths[-1]))
+    return layers
+
+
 def _train(args):
     import numba
 
@@ -61,15 +78,13 @@ def _train(args):
           f"(loaded in {time.perf_counter() - start:.1f} s)")
 
     widths = [x_train.shape[1], *args.hidden, 10]
-    layers = []
-    for fan_in, fan_out in zip(widths[:-2], widths[1:-1]):
-        layers += [fnn.Linear(fan_in, fan_out, init=args.init, bias_init=args.bias_init),
-                   fnn.Activation(args.activation)]
-    layers.append(fnn.Linear(widths[-2], widths[-1]))
-    model = fnn.Sequential(*layers, dtype=args.dtype, backend=args.backend, seed=args.seed)
+    model = fnn.Sequential(*_mlp_layers(args, widths), dtype=args.dtype,
+                           backend=args.backend, seed=args.seed)
     model.compile(optimizer=_optimizer(optimizer_cls, optimizer_kwargs, model),
                   loss="cross_entropy", metrics=["accuracy"])
-    print(f"model: MLP {'-'.join(map(str, widths))} ({args.activation}, {args.init}), "
+    extras = "".join([", BatchNorm" if args.batchnorm else "",
+                      f", dropout {args.dropout:g}" if args.dropout else ""])
+    print(f"model: MLP {'-'.join(map(str, widths))} ({args.activation}, {args.init}{extras}), "
           f"{args.dtype}, backend {fnn.get_backend(args.backend).name}, "
           f"{numba.get_num_threads()} thread(s); {model.optimizer!r}, "
           f"batch {args.batch_size}, {args.epochs} epochs")
@@ -110,6 +125,10 @@ def main(argv=None):
     train.add_argument("--hidden", type=lambda s: [int(w) for w in s.split(",") if w],
                        default=[512, 256], help="hidden layer widths, comma separated")
     train.add_argument("--activation", default="relu")
+    train.add_argument("--batchnorm", action="store_true",
+                       help="BatchNorm1d after each hidden Linear layer (before the activation)")
+    train.add_argument("--dropout", type=float, default=0.0,
+                       help="Dropout with this probability after each hidden activation")
     train.add_argument("--init", default="he_normal")
     train.add_argument("--bias-init", type=float, default=0.0)
     train.add_argument("--dtype", default="float32", choices=["float32", "float64"])

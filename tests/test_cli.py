@@ -51,3 +51,14 @@ def test_train_with_each_optimizer(tmp_path, optimizer, shown):
                      *extra)
     assert result.returncode == 0, result.stderr
     assert shown in result.stdout and "test accuracy" in result.stdout
+
+
+def test_train_with_batchnorm_and_dropout_builds_that_model():
+    result = _fastnn("train", "--batchnorm", "--dropout", "0.2", "--hidden", "32",
+                     "--limit", "600", "--epochs", "1", "--optimizer", "adam", "--verbose", "0")
+    if "MNIST" not in result.stdout and result.returncode == 2:
+        pytest.skip(f"no MNIST here: {result.stderr.strip()}")
+    assert result.returncode == 0, result.stderr
+    assert "BatchNorm, dropout 0.2" in result.stdout and "test accuracy" in result.stdout
+    bad = _fastnn("train", "--dropout", "1.5", "--limit", "10", "--epochs", "1")
+    assert bad.returncode == 2 and "p must be <= 1" in bad.stderr

@@ -65,8 +65,8 @@ def batch_norm_grads(ops, dy, x, gamma, mean, rstd, dgamma=None, dbeta=None, acc
     return dx, dgamma, dbeta
 
 
-def tolerances(dtype, n_sum):
-    """(rtol32, atol_scale) for sums over ``n_sum`` terms of size ~1."""
+def tolerances(n_sum):
+    """(float32 rtol, atol scale) for results that sum ``n_sum`` terms of size ~1."""
     return 1e-4, max(1.0, np.sqrt(n_sum))
 
 
@@ -80,7 +80,7 @@ def test_layer_norm_matches_reference(shape, which, dtype, rng, numba_ops, refer
     gamma, beta = affine_params(rng, n, dtype, which)
     y, mean, rstd = layer_norm(numba_ops, x, gamma, beta)
     y_ref, mean_ref, rstd_ref = layer_norm(reference, *f64(x, gamma, beta))
-    rtol32, atol = tolerances(dtype, rows)
+    rtol32, atol = tolerances(rows)
     for got, want in ((y, y_ref), (mean, mean_ref), (rstd, rstd_ref)):
         assert got.dtype == dtype
         assert_close(got, want, dtype, rtol32=rtol32, atol_scale=1e-1)
@@ -173,7 +173,7 @@ def test_batch_norm_matches_reference(shape, which, dtype, rng, numba_ops, refer
     running_ref = f64(*run)
     y_ref, mean_ref, rstd_ref = batch_norm(reference, *f64(x, gamma, beta), momentum=0.3,
                                            running=running_ref)
-    rtol32, atol = tolerances(dtype, rows)
+    rtol32, atol = tolerances(rows)
     for got, want in ((y, y_ref), (mean, mean_ref), (rstd, rstd_ref), *zip(running,
                                                                            running_ref)):
         assert got.dtype == dtype

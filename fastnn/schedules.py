@@ -26,6 +26,7 @@ count and the plateau counters, so a resumed run continues the schedule.
 import math
 import numbers
 
+from .optim import Optimizer
 from .validation import check_choice, check_number
 
 
@@ -50,11 +51,10 @@ class LRSchedule:
 
     @staticmethod
     def _check_optimizer(optimizer, cls):
-        from .optim import Optimizer
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"{cls}'s first argument is the optimizer, got "
-                            f"{type(optimizer).__name__} {optimizer!r}; pass the other "
-                            f"settings by keyword, e.g. {cls}(step_size=10)")
+                            f"{type(optimizer).__name__} {optimizer!r}; without an optimizer "
+                            "pass the settings by keyword, e.g. StepLR(step_size=10)")
         if not optimizer.param_groups:
             raise ValueError(f"{cls}: the optimizer has no parameters yet; bind it first "
                              "(or let model.compile(optimizer=..., lr_schedule=...) do both)")

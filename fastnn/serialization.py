@@ -204,6 +204,9 @@ def _optimizer_entry(model, opt):
         return None, {}
     state_dict = opt.state_dict()
     index = {id(p): i for i, p in enumerate(model.parameters())}
+    if any(id(p) not in index for p in opt.params):
+        raise ValueError("the model's optimizer holds parameters of another model; save "
+                         "with include_optimizer=False or compile with this model's")
     groups = [{**g, "params": [index[id(opt.params[j])] for j in g["params"]]}
               for g in state_dict["param_groups"]]
     arrays, keys, scalars = {}, [], []

@@ -489,3 +489,30 @@ def test_saved_model_resumes_bit_for_bit(tmp_path, make):
     resumed.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0)
     for (name, a), (_, b) in zip(straight.named_parameters(), resumed.named_parameters()):
         np.testing.assert_array_equal(a.data, b.data, err_msg=name)
+
+
+@pytest.mark.parametrize("make", [lambda: fnn.AdamW(lr=1e-2, amsgrad=True),
+                                  lambda: fnn.RMSprop(lr=1e-3, momentum=0.9, centered=True)],
+                         ids=["adamw", "rmsprop"])
+def test_weights_do_not_depend_on_the_thread_count(make):
+    """float32, a first layer of 40 x 1100 weights (parallel update path): bit-identical
+    weights on 1 and 2 threads."""
+    import numba
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 threads")
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(256, 40)).astype(np.float32)
+    y = (x[:, :5].sum(axis=1) > 0).astype(int)
+    weights = []
+    for n_threads in (1, 2):
+        fnn.set_num_threads(n_threads)
+        try:
+            model = fnn.Sequential(fnn.Linear(40, 1100), fnn.ReLU(), fnn.Linear(1100, 2),
+                                   seed=0)
+            model.compile(optimizer=make(), loss="cross_entropy")
+            model.fit(x, y, epochs=2, batch_size=64, seed=0, verbose=0)
+            weights.append(model.state_dict())
+        finally:
+            fnn.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    for key in weights[0]:
+        np.testing.assert_array_equal(weights[0][key], weights[1][key], err_msg=key)

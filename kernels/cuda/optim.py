@@ -2,8 +2,10 @@
 
 The updates are element-wise grid-stride loops, single passes like their CPU twins in
 :mod:`fastnn.kernels.optim`.  Their scalars (learning rate, momentum, ...) are converted
-to the array dtype on the host, so float32 kernels compute in float32 only.  Adam and
-RMSprop store state below the smallest normal float as zero, as the CPU kernels do.
+to the array dtype on the host, so float32 kernels compute in float32 only.  SGD with
+momentum, Adam and RMSprop store state below the smallest normal float as zero, as the CPU
+kernels do (the state of a unit whose gradient stays zero decays into subnormal numbers,
+~100x slower on x86; flushing them here too keeps GPU and CPU state equal).
 
 ``sum_of_squares`` (for the global gradient norm) is a two-stage reduction: each block
 sums the squares of its grid-stride elements and adds its threads' sums pairwise in
@@ -30,10 +32,13 @@ def _sgd_kernel(param, grad, lr, weight_decay):
 
 
 @cuda.jit
-def _sgd_momentum_kernel(param, grad, velocity, lr, momentum, weight_decay, nesterov):
+def _sgd_momentum_kernel(param, grad, velocity, lr, momentum, weight_decay, nesterov, tiny):
+    zero = tiny - tiny              # 0 of the array dtype (a literal would be float64)
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
         g = grad[i] + weight_decay * param[i]
         v = momentum * velocity[i] + g
+        # below the smallest normal float: stored as zero, as on the CPU (NaN is kept)
+        v = zero if abs(v) < tiny else v
         velocity[i] = v
         if nesterov:
             param[i] -= lr * (g + momentum * v)
@@ -131,7 +136,7 @@ PTX_SIGNATURES = (
     [("sgd_update", _sgd_kernel.py_func, sig)
      for sig in signatures("void({t}[::1], {t}[::1], {t}, {t})")]
     + [("sgd_momentum_update", _sgd_momentum_kernel.py_func, sig)
-       for sig in signatures("void({t}[::1], {t}[::1], {t}[::1], {t}, {t}, {t}, boolean)")]
+       for sig in signatures("void({t}[::1], {t}[::1], {t}[::1], {t}, {t}, {t}, boolean, {t})")]
     + [("adam_update", _adam_kernel.py_func, sig)
        for sig in signatures("void({t}[::1], {t}[::1], {t}[::1], {t}[::1], {t}[::1], boolean, "
                              + ", ".join(["{t}"] * 10) + ")")]
@@ -146,6 +151,10 @@ PTX_SIGNATURES = (
        for dt, sig in zip(("float32", "float64"),
                           signatures("void({t}[::1], {t}[::1])"))]
 )
+
+
+def _smallest_normal(dtype):
+    return dtype.type(np.finfo(dtype).tiny)
 
 
 def sgd_update(param, grad, lr, weight_decay):
@@ -164,18 +173,17 @@ def sgd_momentum_update(param, grad, velocity, lr, momentum, weight_decay, neste
         g = grad + weight_decay * param
         velocity = momentum * velocity + g
         param -= lr * (g + momentum * velocity  if nesterov else  velocity)
+
+    except that a velocity below the smallest normal float (``|v| < finfo.tiny``) is
+    stored as zero, as :func:`fastnn.kernels.optim.sgd_momentum_update` does; NaN is kept.
     """
     assert grad.shape == param.shape == velocity.shape
     if param.size:
         as_type = param.dtype.type
         _sgd_momentum_kernel[grid_1d(param.size), THREADS](
             param, grad, velocity, as_type(lr), as_type(momentum), as_type(weight_decay),
-            bool(nesterov))
+            bool(nesterov), _smallest_normal(param.dtype))
     return param
-
-
-def _smallest_normal(dtype):
-    return dtype.type(np.finfo(dtype).tiny)
 
 
 def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step_size, beta1, beta2,

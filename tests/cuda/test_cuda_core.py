@@ -173,6 +173,34 @@ def test_sgd_momentum_update(size, nesterov, dtype, rng):
 
 
 @needs_cuda
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("size", [1, 7])
+def test_momentum_stores_subnormal_velocities_as_zero(size, nesterov, dtype, rng):
+    """As the CPU kernel (tests/test_kernels_misc.py): a velocity that decays below the
+    smallest normal float becomes exactly zero, normal ones and NaN are kept, and the
+    result equals the NumPy reference's."""
+    tiny = np.finfo(dtype).tiny
+    velocity = rng.standard_normal(size).astype(dtype)
+    velocity[::3] = tiny * 1.05          # * 0.9 -> subnormal
+    velocity[1::3] = tiny * 4            # * 0.9 -> still normal
+    velocity[-1] = np.nan
+    grad = np.zeros(size, dtype)         # a dead unit: no gradient
+    param = rng.standard_normal(size).astype(dtype)
+    d_param, d_grad, d_velocity = (_to_device(a) for a in (param, grad, velocity))
+    expected = velocity.astype(np.float64) * 0.9
+    optim.sgd_momentum_update(d_param, d_grad, d_velocity, 0.1, 0.9, 0.0, nesterov)
+    numpy_ops.sgd_momentum_update(param, grad, velocity, 0.1, 0.9, 0.0, nesterov)
+    got = d_velocity.copy_to_host()
+    finite = got[:-1]
+    assert np.all(finite[::3] == 0)
+    assert not np.any((finite != 0) & (np.abs(finite) < tiny))      # no subnormal left
+    np.testing.assert_allclose(finite[1::3], expected[:-1][1::3], rtol=1e-6)
+    assert np.isnan(got[-1]) and np.isnan(d_param.copy_to_host()[-1])
+    np.testing.assert_array_equal(got, velocity)                     # the reference's zeros
+    assert_close(d_param, param, dtype)
+
+
+@needs_cuda
 @pytest.mark.parametrize("size", OPTIM_SIZES)
 def test_sum_of_squares(size, dtype, rng):
     x, d_x = device_random(rng, size, dtype)

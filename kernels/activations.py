@@ -52,8 +52,7 @@ from .act_softmax import softmax_backward, softmax_forward  # noqa: F401
 # The one list of activations is kernels/activation_specs.py: ACTIVATIONS (name ->
 # default parameters, in the order the kernels take them), NOT_DIFFERENTIABLE and
 # ROW_WISE are derived from its records.
-from .activation_specs import (ACTIVATIONS, BY_NAME, NOT_DIFFERENTIABLE,  # noqa: E402
-                               ROW_WISE, SPECS)
+from .activation_specs import ACTIVATIONS, NOT_DIFFERENTIABLE, ROW_WISE  # noqa: E402
 
 __all__ = ([f"{name}_{way}" for name in ACTIVATIONS for way in ("forward", "backward")]
-           + ["ACTIVATIONS", "BY_NAME", "NOT_DIFFERENTIABLE", "ROW_WISE", "SPECS"])
+           + ["ACTIVATIONS", "NOT_DIFFERENTIABLE", "ROW_WISE"])

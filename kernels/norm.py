@@ -25,6 +25,13 @@ rows and columns exchanged (``mean_j``, ``rstd_j``, ``xhat_ij = (x_ij - mean_j) 
 
 with ``dbeta_j = sum_i dy_ij`` and ``dgamma_j = sum_i dy_ij xhat_ij`` of this batch.
 
+BatchNorm in evaluation mode normalises with the running statistics, constants for the
+backward (``rstd_j = 1 / sqrt(running_var_j + eps)``, ``xhat_ij = (x_ij - running_mean_j)
+rstd_j``)::
+
+    dx_ij = dy_ij gamma_j rstd_j
+    dgamma_j (+)= sum_i dy_ij xhat_ij      dbeta_j (+)= sum_i dy_ij
+
 How the work is split, and why the results do not depend on the thread count:
 
 * Row statistics (LayerNorm) are computed by one task per block of whole rows, each row
@@ -635,4 +642,70 @@ def batch_norm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, accumulate)
     if dbeta.size > 0:
         for j in range(n_cols):
             dbeta[j] = dbeta[j] + sum_dy[j] if accumulate else sum_dy[j]
+    return dx
+
+
+@kernel
+def batch_norm_backward_eval(dy, x, gamma, eps, running_mean, running_var, dx, dgamma,
+                             dbeta, accumulate):
+    """Backward of :func:`batch_norm_forward_eval`: the running statistics are constants,
+    so ``y = x * scale + shift`` per column and::
+
+        rstd_j = 1 / sqrt(running_var_j + eps)
+        dx_ij = dy_ij * gamma_j * rstd_j                   (rstd_j alone without gamma)
+        dgamma_j (+)= rstd_j * sum_i dy_ij (x_ij - running_mean_j)   = sum_i dy_ij xhat_ij
+        dbeta_j (+)= sum_i dy_ij
+
+    (fine-tuning with frozen statistics).
+
+    Parameters
+    ----------
+    dy, x : (rows, features) C-contiguous, one dtype.
+    gamma : (features,) or size 0.
+    eps : float.
+    running_mean, running_var : (features,), the statistics the forward used.
+    dx : (rows, features), written; may be ``dy``.
+    dgamma, dbeta : (features,) or size 0 (not written).
+    accumulate : bool, add to ``dgamma``/``dbeta`` instead of overwriting them.
+
+    Returns ``dx``.  The column sums are those of :func:`batch_norm_backward` (fixed
+    blocks of :data:`BN_ROW_BLOCK` rows added in block order: identical on any thread
+    count), about ``running_mean``; then ``dx`` in a second pass, which reads only ``dy``
+    (so ``dx`` may be ``dy``, and the sums never see a written ``dx``).
+    """
+    n_rows, n_cols = x.shape
+    t = x.dtype.type
+    n_rb = (n_rows + BN_ROW_BLOCK - 1) // BN_ROW_BLOCK
+    n_cb = (n_cols + BN_COLUMN_BLOCK - 1) // BN_COLUMN_BLOCK
+    e = t(eps)
+    one = t(1)
+    rstd = np.empty(n_cols, x.dtype)
+    a = np.empty(n_cols, x.dtype)
+    has_gamma = gamma.size > 0
+    for j in range(n_cols):
+        r = one / np.sqrt(running_var[j] + e)
+        rstd[j] = r
+        a[j] = gamma[j] * r if has_gamma else r
+    if dgamma.size > 0 or dbeta.size > 0:
+        sdy = np.empty((n_rb, n_cols), x.dtype)
+        sdxc = np.empty((n_rb, n_cols), x.dtype)
+        if x.size * 2 * x.itemsize > SERIAL_MAX_BYTES:
+            _grad_sums_parallel(dy, x, running_mean, sdy, sdxc, n_rb, n_cb)
+        else:
+            for task in range(n_rb * n_cb):
+                _grad_sums_task(dy, x, running_mean, sdy, sdxc, task, n_cb)
+        sum_dy = np.empty(n_cols, x.dtype)
+        sum_dxc = np.empty(n_cols, x.dtype)
+        _add_partials(sdy, sum_dy, False)
+        _add_partials(sdxc, sum_dxc, False)
+        if dgamma.size > 0:
+            for j in range(n_cols):
+                g = sum_dxc[j] * rstd[j]            # sum dy * xhat
+                dgamma[j] = dgamma[j] + g if accumulate else g
+        if dbeta.size > 0:
+            for j in range(n_cols):
+                dbeta[j] = dbeta[j] + sum_dy[j] if accumulate else sum_dy[j]
+    # dx = (dy - 0) * a: the affine pass with a zero centre, exact (dy - 0 is dy, signed
+    # zeros and NaN included), parallel over row blocks and vectorised in place too
+    _affine(dy, np.zeros(n_cols, x.dtype), a, np.empty(0, x.dtype), dx)
     return dx

@@ -10,10 +10,8 @@ import fastnn as fnn
 from fastnn.backends import OPERATIONS, Backend
 
 # Operations the Numba backend deliberately takes from NumPy: metric sums, once per batch
-# on (batch x classes) outputs, and BatchNorm's backward in evaluation mode (fine-tuning
-# with frozen statistics).  Anything else showing up here lost its kernel.
-NUMPY_IN_NUMBA = {"argmax_matches", "argmax_matches_soft", "sign_matches", "abs_error_sum",
-                  "batch_norm_backward_eval"}
+# on (batch x classes) outputs.  Anything else showing up here lost its kernel.
+NUMPY_IN_NUMBA = {"argmax_matches", "argmax_matches_soft", "sign_matches", "abs_error_sum"}
 
 
 def test_numpy_backend_provides_every_operation():

@@ -273,6 +273,75 @@ def test_batch_norm_equal_columns_single_row_and_large_magnitudes(backend, dtype
     check_large_magnitudes(ops, batch_norm, random(rng, (300, 4), np.float64), gamma, beta)
 
 
+def batch_norm_eval_grads(ops, dy, x, gamma, running, dgamma=None, dbeta=None,
+                          accumulate=False, eps=EPS):
+    n = x.shape[1]
+    dx = np.empty_like(x)
+    dgamma = np.empty(n if gamma.size else 0, x.dtype) if dgamma is None else dgamma
+    dbeta = np.empty(n, x.dtype) if dbeta is None else dbeta
+    assert ops.batch_norm_backward_eval(dy, x, gamma, eps, *running, dx, dgamma, dbeta,
+                                        accumulate) is dx
+    return dx, dgamma, dbeta
+
+
+@pytest.mark.parametrize("which", AFFINE)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_batch_norm_backward_eval_matches_reference(shape, which, dtype, rng, numba_ops,
+                                                    reference):
+    """Evaluation mode's backward (running statistics as constants): dx, dgamma, dbeta,
+    also accumulated, also without parameter gradients, also in place (dx = dy)."""
+    rows, n = shape
+    x = random(rng, shape, dtype, 2.0) + dtype(0.5)
+    dy = random(rng, shape, dtype)
+    gamma, _ = affine_params(rng, n, dtype, which)
+    running = (random(rng, n, dtype), np.abs(random(rng, n, dtype)) + dtype(0.5))
+    grads = batch_norm_eval_grads(numba_ops, dy, x, gamma, running)
+    grads_ref = batch_norm_eval_grads(reference, *f64(dy, x, gamma), f64(*running))
+    rtol32, atol = tolerances(rows)
+    for got, want in zip(grads, grads_ref):
+        assert got.dtype == dtype
+        assert_close(got, want, dtype, rtol32=rtol32, rtol64=1e-11, atol_scale=atol)
+    acc_g = np.full(n if gamma.size else 0, 0.5, dtype)
+    acc_b = np.full(n, -0.25, dtype)
+    dx_acc, _, _ = batch_norm_eval_grads(numba_ops, dy, x, gamma, running, acc_g, acc_b,
+                                         accumulate=True)
+    np.testing.assert_array_equal(dx_acc, grads[0])
+    assert_close(acc_g, grads_ref[1] + 0.5, dtype, rtol32=rtol32, rtol64=1e-11,
+                 atol_scale=atol)
+    assert_close(acc_b, grads_ref[2] - 0.25, dtype, rtol32=rtol32, rtol64=1e-11,
+                 atol_scale=atol)
+    dx_alone, _, _ = batch_norm_eval_grads(numba_ops, dy, x, gamma, running,
+                                           np.empty(0, dtype), np.empty(0, dtype))
+    np.testing.assert_array_equal(dx_alone, grads[0])
+    dy_in = dy.copy()
+    dg_in, db_in = np.empty(n if gamma.size else 0, dtype), np.empty(n, dtype)
+    assert numba_ops.batch_norm_backward_eval(dy_in, x, gamma, EPS, *running, dy_in, dg_in,
+                                              db_in, False) is dy_in
+    for got, want in zip((dy_in, dg_in, db_in), grads):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("which", ["gamma+beta", "none"])
+def test_batch_norm_backward_eval_matches_finite_differences(backend, which, rng):
+    ops = fnn.get_backend(backend)
+    x = random(rng, (6, 5), np.float64, 1.5)
+    gamma, beta = affine_params(rng, 5, np.float64, which)
+    running = (random(rng, 5, np.float64), rng.uniform(0.5, 2.0, 5))
+    w = random(rng, (6, 5), np.float64)
+
+    def loss():
+        y = ops.batch_norm_forward_eval(x, gamma, beta, 1e-3, *running, np.empty_like(x))
+        return float((w * y).sum())
+
+    dx, dgamma, dbeta = batch_norm_eval_grads(ops, w, x, gamma, running, eps=1e-3)
+    np.testing.assert_allclose(dx, numerical_gradient(loss, x), rtol=1e-6, atol=1e-8)
+    if gamma.size:
+        np.testing.assert_allclose(dgamma, numerical_gradient(loss, gamma), rtol=1e-6,
+                                   atol=1e-8)
+    np.testing.assert_allclose(dbeta, w.sum(axis=0), rtol=1e-12)
+
+
 # --------------------------------------------------------------------------- both
 @pytest.mark.parametrize("kind", ["layer", "batch"])
 def test_in_place(kind, rng, numba_ops):
@@ -301,7 +370,8 @@ def test_in_place(kind, rng, numba_ops):
 @pytest.mark.parametrize("shape", [(2048, 512), (130, 1031), (40, 4000), (7, 3)], ids=str)
 def test_results_identical_for_any_thread_count(shape, dtype):
     """Row blocks and column-sum blocks depend on the shape only: bit-identical results
-    on one and two threads (every output, forward and backward, both layers)."""
+    on one and two threads (every output, forward and backward, both layers, BatchNorm's
+    evaluation-mode backward too)."""
     rng = np.random.default_rng(11)
     x, dy = random(rng, shape, dtype), random(rng, shape, dtype)
     gamma, beta = random(rng, shape[1], dtype), random(rng, shape[1], dtype)
@@ -316,7 +386,8 @@ def test_results_identical_for_any_thread_count(shape, dtype):
             ln_grads = layer_norm_grads(ops, dy, x, gamma, *ln[1:])
             bn = batch_norm(ops, x, gamma, beta, running=running)
             bn_grads = batch_norm_grads(ops, dy, x, gamma, *bn[1:])
-            results.append([*ln, *ln_grads, *bn, *bn_grads, *running])
+            bn_eval_grads = batch_norm_eval_grads(ops, dy, x, gamma, running)
+            results.append([*ln, *ln_grads, *bn, *bn_grads, *running, *bn_eval_grads])
     finally:
         numba.set_num_threads(before)
     for one, two in zip(*results):

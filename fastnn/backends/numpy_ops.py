@@ -451,7 +451,7 @@ def batch_norm_backward_eval(dy, x, gamma, eps, running_mean, running_var, dx, d
     """Backward of evaluation mode, where the statistics are constants:
     ``dx = dy * gamma * rstd`` with ``rstd = 1 / sqrt(running_var + eps)``;
     ``dgamma (+)= sum(dy xhat)``, ``dbeta (+)= sum(dy)`` (fine-tuning with frozen
-    statistics; rare enough that no backend has a kernel for it)."""
+    statistics)."""
     rstd = 1 / np.sqrt(running_var + _cast(eps, x))
     xhat = (x - running_mean) * rstd
     dx[...] = dy * (gamma * rstd if gamma.size else rstd)

@@ -17,8 +17,10 @@ takes rows ``ty, ty + ROWS, ...`` of column ``tx`` (a warp reads 32 consecutive 
 of a row), and the ``ROWS`` partial sums of a column are added by a tree in shared memory.
 A block owns whole columns, so one launch does everything: the statistics (corrected two
 passes about the pivot ``x[0]``, as on the CPU), the running statistics, and then ``y``;
-the backward likewise takes the column sums and then writes ``dx``.  Evaluation mode is
-element-wise (grid-stride).
+the backward likewise takes the column sums and then writes ``dx``.  Evaluation mode's
+forward is element-wise (grid-stride); its backward (the running statistics constant:
+``dx = dy * gamma * rstd``, ``dgamma (+)= sum(dy * xhat)``, ``dbeta (+)= sum(dy)``) is one
+launch of the column layout, ``dx`` written in the pass that takes the sums.
 """
 import math
 
@@ -28,7 +30,7 @@ from numba import cuda
 from ._common import MAX_BLOCKS, THREADS, grid_1d, jit_family, ptx_entries
 
 __all__ = ["layer_norm_forward", "layer_norm_backward", "batch_norm_forward_train",
-           "batch_norm_forward_eval", "batch_norm_backward"]
+           "batch_norm_forward_eval", "batch_norm_backward", "batch_norm_backward_eval"]
 
 #: Columns per block of the column kernels (one warp wide: coalesced row segments).
 COLUMNS = 32
@@ -250,9 +252,43 @@ def _make_kernels(dtype):
                 for i in range(ty, n_rows, ROWS):
                     dx[i, col] = a * (dy[i, col] - mdy) - cc * (x[i, col] - m)
 
+    def batch_norm_backward_eval_kernel(dy, x, gamma, eps, running_mean, running_var, dx,
+                                        dgamma, dbeta, accumulate):
+        n_rows, n_cols = x.shape
+        buf_a = cuda.shared.array((ROWS, COLUMNS), dtype)
+        buf_b = cuda.shared.array((ROWS, COLUMNS), dtype)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        for col0 in range(cuda.blockIdx.x * COLUMNS, n_cols, cuda.gridDim.x * COLUMNS):
+            col = col0 + tx
+            valid = col < n_cols
+            s_dy = zero
+            s_dxc = zero
+            r = one
+            if valid:
+                m = running_mean[col]
+                r = one / math.sqrt(running_var[col] + eps)
+                a = gamma[col] * r if gamma.size > 0 else r
+                for i in range(ty, n_rows, ROWS):
+                    # each element is read, then written, by this thread only: dx may be dy
+                    d = dy[i, col]
+                    s_dy += d
+                    s_dxc += d * (x[i, col] - m)
+                    dx[i, col] = d * a
+            # every thread of the block reaches the barriers of the sums
+            s_dy = _column_total(buf_a, tx, ty, s_dy)
+            s_dxc = _column_total(buf_b, tx, ty, s_dxc)
+            if valid and ty == 0:
+                s_dxh = s_dxc * r                        # sum dy * xhat
+                if dgamma.size > 0:
+                    dgamma[col] = dgamma[col] + s_dxh if accumulate else s_dxh
+                if dbeta.size > 0:
+                    dbeta[col] = dbeta[col] + s_dy if accumulate else s_dy
+
     return jit_family((layer_norm_forward_kernel, layer_norm_dx_kernel,
                        layer_norm_param_grad_kernel, batch_norm_train_kernel,
-                       batch_norm_eval_kernel, batch_norm_backward_kernel), dtype)
+                       batch_norm_eval_kernel, batch_norm_backward_kernel,
+                       batch_norm_backward_eval_kernel), dtype)
 
 
 #: numpy dtype name -> {name: kernel}.
@@ -267,6 +303,8 @@ _SIGNATURES = {
                          f"{_V}, {_V})"),
     "batch_norm_eval": f"void({_M}, {_V}, {_V}, {{t}}, {_V}, {_V}, {_M})",
     "batch_norm_backward": f"void({_M}, {_M}, {_V}, {_V}, {_V}, {_M}, {_V}, {_V}, boolean)",
+    "batch_norm_backward_eval": (f"void({_M}, {_M}, {_V}, {{t}}, {_V}, {_V}, {_M}, {_V}, "
+                                 f"{_V}, boolean)"),
 }
 PTX_SIGNATURES = ptx_entries(_KERNELS, _SIGNATURES)
 
@@ -341,4 +379,24 @@ def batch_norm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, accumulate)
     if n_rows and n_cols:
         _kernels(x)["batch_norm_backward"][_column_grid(n_cols), (COLUMNS, ROWS)](
             dy, x, gamma, mean, rstd, dx, dgamma, dbeta, bool(accumulate))
+    return dx
+
+
+def batch_norm_backward_eval(dy, x, gamma, eps, running_mean, running_var, dx, dgamma, dbeta,
+                             accumulate):
+    """Backward of :func:`batch_norm_forward_eval`
+    (:func:`fastnn.kernels.norm.batch_norm_backward_eval`), the running statistics
+    constants::
+
+        rstd = 1 / sqrt(running_var + eps)
+        dx = dy * gamma * rstd
+        dgamma (+)= rstd * sum(dy * (x - running_mean)),   dbeta (+)= sum(dy)
+
+    (sums over the rows; ``gamma``, ``dgamma``, ``dbeta`` may be size 0).  One launch,
+    ``dx`` may be ``dy``.  Returns ``dx``."""
+    n_cols = x.shape[1]
+    if n_cols:          # also for 0 rows: the gradients are then zero sums
+        _kernels(x)["batch_norm_backward_eval"][_column_grid(n_cols), (COLUMNS, ROWS)](
+            dy, x, gamma, x.dtype.type(eps), running_mean, running_var, dx, dgamma, dbeta,
+            bool(accumulate))
     return dx

@@ -32,8 +32,8 @@ def _model(backend, dtype="float64", seed=3):
                           dtype=dtype, backend=backend, seed=seed)
 
 
-# Operations the GPU backend deliberately lacks (an error naming them when used).
-CUDA_GAPS = {"batch_norm_backward_eval"}
+# Operations the GPU backend deliberately lacks (an error naming them when used): none.
+CUDA_GAPS = set()
 
 
 def test_cuda_backend_provides_every_operation():
@@ -43,11 +43,33 @@ def test_cuda_backend_provides_every_operation():
     assert set(OPERATIONS) - set(cuda_ops.provided_by) == CUDA_GAPS
     for op in OPERATIONS:
         assert callable(getattr(numba_ops, op))
-        if op not in CUDA_GAPS:
-            assert callable(getattr(cuda_ops, op))
-    with pytest.raises(NotImplementedError, match="'cuda' backend has no "
-                                                  "'batch_norm_backward_eval'"):
-        cuda_ops.batch_norm_backward_eval
+        assert callable(getattr(cuda_ops, op))
+        assert cuda_ops.provided_by[op] == "fastnn.backends.cuda_ops"
+
+
+def test_batch_norm_backward_in_evaluation_mode_as_on_the_cpu():
+    """Fine-tuning with frozen statistics: BatchNorm1d's evaluation-mode backward on the
+    GPU gives the CPU's input and parameter gradients (3-D input, both BatchNorm forms)."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(5, 2, 4))
+    grad = rng.normal(size=(5, 2, 3))
+    running = [(rng.normal(size=6), rng.uniform(0.5, 2.0, 6)) for _ in range(2)]
+    grads = {}
+    for backend in ("numba", "cuda"):
+        model = fnn.Sequential(fnn.Linear(4, 6), fnn.BatchNorm1d(6), fnn.ReLU(),
+                               fnn.BatchNorm1d(6, affine=False), fnn.Linear(6, 3),
+                               dtype="float64", seed=9)
+        for bn, (mean, var) in zip((model[1], model[3]), running):
+            bn.running_mean[...] = mean
+            bn.running_var[...] = var
+        model.to(backend).eval()
+        model(x)
+        model.zero_grad()
+        dx = fnn.get_backend(backend).to_numpy(model.backward(grad, input_grad=True))
+        grads[backend] = [dx] + [fnn.get_backend(backend).to_numpy(p.grad)
+                                 for p in model.parameters()]
+    for got, want in zip(grads["cuda"], grads["numba"]):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
 
 
 def test_parameters_live_on_the_device_and_state_dict_is_host():

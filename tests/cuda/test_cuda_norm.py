@@ -49,7 +49,7 @@ def test_ptx_signatures_cover_every_kernel_in_both_dtypes():
     names = sorted(name for name, _, _ in norm.PTX_SIGNATURES + dropout.PTX_SIGNATURES)
     kernels = ("layer_norm_forward", "layer_norm_dx", "layer_norm_param_grad",
                "batch_norm_train", "batch_norm_eval", "batch_norm_backward",
-               "dropout_forward", "dropout_backward")
+               "batch_norm_backward_eval", "dropout_forward", "dropout_backward")
     assert names == sorted(f"{k}_{t}" for k in kernels for t in ("float32", "float64"))
 
 
@@ -125,6 +125,34 @@ def test_batch_norm(shape, which, dtype, rng):
     assert norm.batch_norm_forward_train(d_x, d_gamma, d_beta, EPS, 0.3, none, none, d_x,
                                          d_mean, d_rstd) is d_x
     assert_close(d_x, ref[0], dtype, rtol32=1e-4, atol_scale=1e-1)
+
+
+@pytest.mark.parametrize("which", AFFINE)
+@pytest.mark.parametrize("shape", [(1, 1), (3, 40), (19, 5)], ids=str)
+def test_batch_norm_backward_eval(shape, which, dtype, rng):
+    """Evaluation mode's backward (running statistics constant) against the reference:
+    accumulating into the parameter gradients, without them, and in place (dx = dy)."""
+    from fastnn.kernels.cuda import norm
+    rows, n = shape
+    x, d_x = device_random(rng, shape, dtype, scale=2.0)
+    dy, d_dy = device_random(rng, shape, dtype)
+    gamma, _ = params(rng, n, dtype, which)
+    running = [rng.standard_normal(n).astype(dtype), (rng.random(n) + 0.5).astype(dtype)]
+    d_gamma, d_rm, d_rv = to_device(gamma, *running)
+    dg = np.full(n if gamma.size else 0, 0.5, dtype)
+    db = np.full(n, -0.25, dtype)
+    d_dg, d_db = to_device(dg, db)
+    d_dx = empty(shape, dtype)
+    assert norm.batch_norm_backward_eval(d_dy, d_x, d_gamma, EPS, d_rm, d_rv, d_dx, d_dg,
+                                         d_db, True) is d_dx
+    ref = [np.empty(shape), dg.astype(np.float64), db.astype(np.float64)]
+    numpy_ops.batch_norm_backward_eval(*f64(dy, x, gamma), EPS, *f64(*running), *ref, True)
+    for got, want in zip((d_dx, d_dg, d_db), ref):
+        assert_close(got, want, dtype, rtol32=1e-4, atol_scale=1.0)
+    none = to_device(np.empty(0, dtype))[0]
+    assert norm.batch_norm_backward_eval(d_dy, d_x, d_gamma, EPS, d_rm, d_rv, d_dy, none,
+                                         none, False) is d_dy
+    assert_close(d_dy, ref[0], dtype, rtol32=1e-4, atol_scale=1.0)
 
 
 def test_equal_rows_and_columns_are_finite(dtype):

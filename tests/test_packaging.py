@@ -39,3 +39,22 @@ def test_ci_runs_the_readme_test_command():
     train_cmd, test_cmd = readme[start + 1], readme[start + 2]
     assert "fastnn train" in train_cmd and "pytest" in test_cmd
     assert test_cmd in (root / ".ci" / "run").read_text()
+
+
+def test_every_package_folder_is_listed_in_pyproject():
+    """setuptools installs only the packages listed explicitly: a new subpackage missing
+    from ``[tool.setuptools] packages`` would be absent from the wheel (the editable
+    install used for development hides that)."""
+    import tomllib
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {"fastnn": root / "fastnn", **{name: root / path for name, path
+                                            in config["package-dir"].items()}}
+    found = set()
+    for package, folder in folders.items():
+        for init in folder.rglob("__init__.py"):
+            parts = init.parent.relative_to(folder).parts
+            if "__pycache__" not in parts and not any(p.endswith(".egg-info") for p in parts):
+                found.add(".".join((package, *parts)))
+    assert found == set(config["packages"])

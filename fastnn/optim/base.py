@@ -1,43 +1,22 @@
-"""Optimisers: in-place parameter updates through the backend's fused kernels.
+"""The optimiser base class and what every optimiser shares: hyperparameter checks,
+parameter groups, binding, gradient clipping, per-parameter state and its
+``state_dict``; and :func:`weight_decay_groups`.
 
-``opt = Adam(model.parameters(), lr=1e-3)``; each step: ``opt.zero_grad()``,
-``model.backward(grad)``, ``opt.step()``.  Like Keras, an optimiser may also be created
-without parameters and bound later by ``model.compile(optimizer=opt)``.
-
-Every optimiser follows PyTorch's documented update rule and defaults (``SGD``, ``Adam``,
-``AdamW``, ``RMSprop``); each update is one fused pass over a parameter, its gradient and
-its state (the kernels in ``fastnn.kernels.optim``), identical for any thread count.
-
-Parameter groups, as in PyTorch: pass a list of dicts instead of a list of parameters,
-each with ``"params"`` and any hyperparameters that override the constructor's::
-
-    opt = fnn.AdamW([{"params": decayed}, {"params": biases, "weight_decay": 0.0}], lr=1e-3)
-    opt = fnn.AdamW(fnn.weight_decay_groups(model), lr=1e-3, weight_decay=0.01)  # the same
-
-``opt.param_groups`` holds the groups (dicts with ``"params"`` and every hyperparameter);
-a learning-rate schedule (:mod:`fastnn.schedules`) changes each group's ``"lr"``.
-``opt.lr`` (and every other hyperparameter name) reads the first group's value and,
-assigned, sets it in every group.
-
-Gradient clipping is built in: ``clip_value`` clamps every gradient element to
-``[-clip_value, clip_value]``; ``clip_norm`` rescales all gradients together when their
-global L2 norm exceeds it (both may be given; value clipping runs first).
-
-State: ``opt.state[i]`` belongs to ``opt.params[i]``: its arrays (momentum, moments) and,
-for Adam and RMSprop, ``"step"``, a Python int counting that parameter's updates (a
-parameter that got no gradient in a step is not updated and its count does not move, as
-in PyTorch).  ``state_dict()`` / ``load_state_dict()`` copy all of it, and ``model.save``
-stores it, so a resumed run equals an uninterrupted one.
+A concrete optimiser (:mod:`.sgd`, :mod:`.adam`, :mod:`.rmsprop`) declares its
+hyperparameters and their checks in ``_CHECKS`` and implements two methods:
+``_init_state(param, group)`` (the state arrays of one parameter, zeros, plus ``"step"``
+where the update counts steps) and ``_update(backend, param, state, group)`` (one fused
+kernel call on the flat parameter, gradient and state).
 """
 import math
 import numbers
 
 import numpy as np
 
-from .backends import get_backend
-from .backends.memory import backend_for, place, to_host
-from .module import Parameter
-from .validation import check_choice, check_number
+from ..backends import get_backend
+from ..backends.memory import backend_for, place, to_host
+from ..module import Parameter
+from ..validation import check_number
 
 
 def _flat(array):
@@ -378,221 +357,7 @@ class Optimizer:
         return f"{type(self).__name__}({shown}{groups})"
 
 
-# --------------------------------------------------------------------------- SGD
-class SGD(Optimizer):
-    """Stochastic gradient descent with optional (Nesterov) momentum and weight decay.
-
-    Per parameter, PyTorch's formulation::
-
-        g = grad + weight_decay * param
-        velocity = momentum * velocity + g                  (momentum > 0)
-        param -= lr * (g + momentum * velocity  if nesterov else  velocity)
-        param -= lr * g                                     (momentum = 0)
-
-    (a velocity below the smallest normal float is stored as zero: see
-    ``fastnn.kernels.optim``).
-
-    Parameters
-    ----------
-    params : list of Parameter or of parameter-group dicts, optional
-    lr : float, default 0.01
-        Learning rate (> 0).
-    momentum : float, default 0.0
-        In [0, 1).
-    weight_decay : float, default 0.0
-        L2 penalty added to the gradient.
-    nesterov : bool, default False
-        Nesterov momentum (needs ``momentum > 0``).
-    clip_norm, clip_value : float, optional
-        Gradient clipping, see the module docstring.
-    """
-
-    _CHECKS = {"lr": _lr, "momentum": _fraction, "weight_decay": _non_negative,
-               "nesterov": _flag}
-
-    def __init__(self, params=None, lr=0.01, momentum=0.0, weight_decay=0.0, nesterov=False,
-                 **kwargs):
-        super().__init__(params, {"lr": lr, "momentum": momentum,
-                                  "weight_decay": weight_decay, "nesterov": nesterov},
-                         **kwargs)
-
-    def _check_group(self, group):
-        if group.get("nesterov") and not group.get("momentum"):
-            raise ValueError("nesterov=True needs momentum > 0")
-
-    def _init_state(self, param, group):
-        return {"velocity": self._zeros(param)} if group["momentum"] else {}
-
-    def _update(self, backend, param, state, group):
-        p, g = _flat(param.data), _flat(param._grad)
-        if group["momentum"]:
-            velocity = self._state_array(backend, state, "velocity", param)
-            backend.sgd_momentum_update(p, g, velocity, group["lr"],
-                                        group["momentum"], group["weight_decay"],
-                                        group["nesterov"])
-        else:
-            backend.sgd_update(p, g, group["lr"], group["weight_decay"])
-
-
-# --------------------------------------------------------------------------- Adam, AdamW
-class Adam(Optimizer):
-    """Adam (Kingma & Ba, 2015), PyTorch's formulation and defaults.
-
-    Per parameter, at its step ``t = 1, 2, ...``::
-
-        g = grad + weight_decay * param                      (L2 penalty in the gradient)
-        m = beta1 * m + (1 - beta1) * g
-        v = beta2 * v + (1 - beta2) * g**2
-        v_max = max(v_max, v), and v_max replaces v below     (amsgrad)
-        param -= lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
-
-    ``eps`` is added to the bias-corrected ``sqrt(v_hat)``, as PyTorch does.  The
-    bias-correction factors are computed once per step in float64 and the update runs in
-    the parameter's dtype.  Moments below the smallest normal float are stored as zero
-    (the update differs from PyTorch's by less than any float resolves; see
-    ``fastnn.kernels.optim``).
-
-    Parameters
-    ----------
-    params : list of Parameter or of parameter-group dicts, optional
-    lr : float, default 0.001
-    betas : (float, float), default (0.9, 0.999)
-        Decay rates of the first and second moment, each in [0, 1).
-    eps : float, default 1e-8
-        (> 0) added to the denominator.
-    weight_decay : float, default 0.0
-        L2 penalty added to the gradient (use :class:`AdamW` for decoupled decay).
-    amsgrad : bool, default False
-        Keep the running maximum of ``v`` (Reddi et al., 2018); one more state array.
-    clip_norm, clip_value : float, optional
-        Gradient clipping, see the module docstring.
-    """
-
-    _CHECKS = {"lr": _lr, "betas": _betas, "eps": _positive, "weight_decay": _non_negative,
-               "amsgrad": _flag}
-    #: AdamW: weight decay applied to the parameter, not added to the gradient.
-    _decoupled = False
-
-    def __init__(self, params=None, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, **kwargs):
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
-                                  "weight_decay": weight_decay, "amsgrad": amsgrad}, **kwargs)
-
-    def _init_state(self, param, group):
-        state = {"step": 0, "exp_avg": self._zeros(param), "exp_avg_sq": self._zeros(param)}
-        if group["amsgrad"]:
-            state["max_exp_avg_sq"] = self._zeros(param)
-        return state
-
-    def _update(self, backend, param, state, group):
-        state["step"] = t = state["step"] + 1
-        lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
-        p = _flat(param.data)
-        # PyTorch computes these in Python floats too: step_size = lr / bias_correction1
-        step_size = lr / (1.0 - beta1 ** t)
-        bias_correction2_sqrt = math.sqrt(1.0 - beta2 ** t)
-        max_sq = (self._state_array(backend, state, "max_exp_avg_sq", param)
-                  if group["amsgrad"] else self._absent(backend, p.dtype))
-        if self._decoupled:
-            l2, param_decay = 0.0, 1.0 - lr * wd
-        else:
-            l2, param_decay = wd, 1.0
-        backend.adam_update(p, _flat(param._grad), state["exp_avg"], state["exp_avg_sq"],
-                            max_sq, step_size, beta1, beta2, group["eps"], l2, param_decay,
-                            bias_correction2_sqrt)
-
-
-class AdamW(Adam):
-    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), as PyTorch's AdamW.
-
-    Each step first shrinks the parameter, ``param *= 1 - lr * weight_decay``, then takes
-    the :class:`Adam` step with no L2 term in the gradient (one fused pass all the same).
-
-    Parameters
-    ----------
-    params : list of Parameter or of parameter-group dicts, optional
-    lr : float, default 0.001
-    betas : (float, float), default (0.9, 0.999)
-    eps : float, default 1e-8
-    weight_decay : float, default 0.01
-        Decoupled decay rate.  Biases and normalisation parameters usually get none:
-        ``AdamW(weight_decay_groups(model), ...)``.
-    amsgrad : bool, default False
-    clip_norm, clip_value : float, optional
-    """
-
-    _decoupled = True
-
-    def __init__(self, params=None, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, **kwargs):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad, **kwargs)
-
-
-# --------------------------------------------------------------------------- RMSprop
-class RMSprop(Optimizer):
-    """RMSprop (Hinton, 2012), PyTorch's formulation and defaults.
-
-    Per parameter::
-
-        g = grad + weight_decay * param
-        square_avg = alpha * square_avg + (1 - alpha) * g**2
-        avg = sqrt(square_avg) + eps
-        centered: grad_avg = alpha * grad_avg + (1 - alpha) * g
-                  avg = sqrt(square_avg - grad_avg**2) + eps
-        momentum > 0: buf = momentum * buf + g / avg;  param -= lr * buf
-        else:         param -= lr * g / avg
-
-    ``eps`` is added outside the square root, as in PyTorch.  State below the smallest
-    normal float is stored as zero, and the centred variance is taken as 0 where rounding
-    made it negative (PyTorch would give NaN there).
-
-    Parameters
-    ----------
-    params : list of Parameter or of parameter-group dicts, optional
-    lr : float, default 0.01
-    alpha : float, default 0.99
-        Smoothing constant, in [0, 1).
-    eps : float, default 1e-8
-    weight_decay : float, default 0.0
-    momentum : float, default 0.0
-        In [0, 1); with momentum the state has a momentum buffer.
-    centered : bool, default False
-        Divide by an estimate of the gradient's variance instead of its second moment.
-    clip_norm, clip_value : float, optional
-    """
-
-    _CHECKS = {"lr": _lr, "alpha": _fraction, "eps": _positive, "weight_decay": _non_negative,
-               "momentum": _fraction, "centered": _flag}
-
-    def __init__(self, params=None, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0,
-                 momentum=0.0, centered=False, **kwargs):
-        super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps,
-                                  "weight_decay": weight_decay, "momentum": momentum,
-                                  "centered": centered}, **kwargs)
-
-    def _init_state(self, param, group):
-        state = {"step": 0, "square_avg": self._zeros(param)}
-        if group["momentum"]:
-            state["momentum_buffer"] = self._zeros(param)
-        if group["centered"]:
-            state["grad_avg"] = self._zeros(param)
-        return state
-
-    def _update(self, backend, param, state, group):
-        state["step"] += 1
-        p = _flat(param.data)
-        absent = self._absent(backend, p.dtype)
-        backend.rmsprop_update(p, _flat(param._grad), state["square_avg"],
-                               self._state_array(backend, state, "grad_avg", param)
-                               if group["centered"] else absent,
-                               self._state_array(backend, state, "momentum_buffer", param)
-                               if group["momentum"] else absent,
-                               group["lr"], group["alpha"], group["eps"],
-                               group["weight_decay"], group["momentum"])
-
-
-# --------------------------------------------------------------------------- helpers
+# --------------------------------------------------------------------------- groups
 def weight_decay_groups(parameters, no_decay=None):
     """Split parameters into two groups: weight matrices (decayed) and the rest.
 
@@ -630,15 +395,3 @@ def weight_decay_groups(parameters, no_decay=None):
     if not groups:
         raise ValueError("weight_decay_groups got no parameters")
     return groups
-
-
-#: Names accepted by ``compile(optimizer=...)``.
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
-
-
-def get_optimizer(optimizer):
-    """An :class:`Optimizer` from an instance or a name in :data:`OPTIMIZERS` (with its
-    default hyperparameters)."""
-    if isinstance(optimizer, Optimizer):
-        return optimizer
-    return check_choice(optimizer, "optimizer", OPTIMIZERS)()

@@ -11,7 +11,9 @@ from fastnn.backends import OPERATIONS, Backend
 
 # Operations the Numba backend deliberately takes from NumPy: metric sums, once per batch
 # on (batch x classes) outputs.  Anything else showing up here lost its kernel.
-NUMPY_IN_NUMBA = {"argmax_matches", "argmax_matches_soft", "sign_matches", "abs_error_sum"}
+NUMPY_IN_NUMBA = {"argmax_matches", "argmax_matches_soft", "sign_matches", "abs_error_sum",
+                  # attention heads: a strided copy, as fast in NumPy
+                  "split_heads", "merge_heads"}
 
 
 def test_numpy_backend_provides_every_operation():

@@ -506,3 +506,20 @@ def dropout_backward(dy, mask, p, dx):
     """``dx = dy / (1 - p)`` where ``mask`` is 1, else 0."""
     dx[...] = np.where(mask.reshape(dy.shape) != 0, dy, 0) * _dropout_scale(p, dy)
     return dx
+
+
+# --------------------------------------------------------------------------- attention heads
+def split_heads(x, out):
+    """``(B, S, G*H*D)`` -> ``(G, B, H, S, D)``: ``out[g, b, h, s, :] =
+    x[b, s, (g*H + h)*D : (g*H + h + 1)*D]`` (a projection's output into the attention
+    layout; G = 3 for packed query/key/value)."""
+    g, b, h, s, d = out.shape
+    out[...] = x.reshape(b, s, g, h, d).transpose(2, 0, 3, 1, 4)
+    return out
+
+
+def merge_heads(x, out):
+    """The inverse of :func:`split_heads`: ``(G, B, H, S, D)`` -> ``(B, S, G*H*D)``."""
+    g, b, h, s, d = x.shape
+    out.reshape(b, s, g, h, d)[...] = x.transpose(1, 3, 0, 2, 4)
+    return out

@@ -13,7 +13,8 @@ from fastnn.backends import OPERATIONS, Backend
 # on (batch x classes) outputs.  Anything else showing up here lost its kernel.
 NUMPY_IN_NUMBA = {"argmax_matches", "argmax_matches_soft", "sign_matches", "abs_error_sum",
                   # attention heads: a strided copy, as fast in NumPy
-                  "split_heads", "merge_heads"}
+                  "split_heads", "merge_heads",
+                  "add"}         # one pass over memory: NumPy's is as fast
 
 
 def test_numpy_backend_provides_every_operation():

@@ -39,7 +39,7 @@ OPERATIONS = (
     + ("layer_norm_forward", "layer_norm_backward", "batch_norm_forward_train",
        "batch_norm_forward_eval", "batch_norm_backward", "batch_norm_backward_eval",
        "dropout_forward", "dropout_backward")
-    + ("split_heads", "merge_heads")
+    + ("split_heads", "merge_heads", "add")
     + ("argmax_matches", "argmax_matches_soft", "sign_matches", "abs_error_sum")
 )
 

@@ -54,7 +54,7 @@ from ..kernels.cuda.losses import (  # noqa: E402,F401
     bce_logits, mse, softmax_xent, softmax_xent_soft)
 from ..kernels.cuda.metrics import (  # noqa: E402,F401
     abs_error_sum, argmax_matches, argmax_matches_soft, sign_matches)
-from ..kernels.cuda.heads import merge_heads, split_heads  # noqa: E402,F401
+from ..kernels.cuda.heads import add, merge_heads, split_heads  # noqa: E402,F401
 from ..kernels.cuda.matmul import matmul, matmul_nt, matmul_tn  # noqa: E402,F401
 from ..kernels.cuda.norm import (  # noqa: E402,F401
     batch_norm_backward, batch_norm_backward_eval, batch_norm_forward_eval,

@@ -508,6 +508,12 @@ def dropout_backward(dy, mask, p, dx):
     return dx
 
 
+# --------------------------------------------------------------------------- element-wise
+def add(x, y, out):
+    """``out = x + y`` (same shapes; a residual connection)."""
+    return np.add(x, y, out=out)
+
+
 # --------------------------------------------------------------------------- attention heads
 def split_heads(x, out):
     """``(B, S, G*H*D)`` -> ``(G, B, H, S, D)``: ``out[g, b, h, s, :] =

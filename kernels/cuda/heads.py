@@ -1,4 +1,5 @@
-"""Attention heads on the GPU: the index shuffles between a projection's layout
+"""Attention heads on the GPU (and the element-wise add of residual connections): the
+index shuffles between a projection's layout
 ``(batch, seq, groups * heads * d)`` and the attention kernels' ``(groups, batch, heads,
 seq, d)`` (``groups`` = 3 for the packed query/key/value projection, 1 for the output).
 
@@ -9,7 +10,7 @@ from numba import cuda
 
 from ._common import grid_1d
 
-__all__ = ["split_heads", "merge_heads", "PTX_SIGNATURES"]
+__all__ = ["split_heads", "merge_heads", "add", "PTX_SIGNATURES"]
 
 
 @cuda.jit
@@ -46,6 +47,21 @@ def _merge_heads_kernel(x, out):
         out[b, s, (g * h_n + h) * d_n + d] = x[g, b, h, s, d]
 
 
+@cuda.jit
+def _add_kernel(x, y, out):
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    for k in range(start, out.size, stride):
+        out[k] = x[k] + y[k]
+
+
+def add(x, y, out):
+    """``out = x + y`` element-wise (any shape, C-contiguous; the residual connections)."""
+    _add_kernel[grid_1d(out.size), 128](x.reshape(x.size), y.reshape(y.size),
+                                        out.reshape(out.size))
+    return out
+
+
 def split_heads(x, out):
     """``out[g, b, h, s, :] = x[b, s, (g*H + h)*D : (g*H + h + 1)*D]`` for ``x`` of shape
     ``(B, S, G*H*D)`` and ``out`` of shape ``(G, B, H, S, D)``."""
@@ -65,4 +81,5 @@ PTX_SIGNATURES = [
     for name, kernel in (("split_heads", _split_heads_kernel),
                          ("merge_heads", _merge_heads_kernel))
     for t in ("float32", "float64")
-]
+] + [(f"add_{t}", _add_kernel.py_func, f"void({t}[::1], {t}[::1], {t}[::1])")
+     for t in ("float32", "float64")]

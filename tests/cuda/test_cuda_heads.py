@@ -22,3 +22,13 @@ def test_heads_match_the_numpy_backend(dtype, groups):
                                   expected)
     back = cuda.device_array(x.shape, dtype)
     np.testing.assert_array_equal(cuda_ops.merge_heads(out, back).copy_to_host(), x)
+
+
+def test_add_matches_the_numpy_backend():
+    from numba import cuda
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(3, 4, 5)), rng.normal(size=(3, 4, 5))
+    out = cuda.device_array(x.shape, x.dtype)
+    np.testing.assert_array_equal(
+        fnn.get_backend("cuda").add(cuda.to_device(x), cuda.to_device(y), out).copy_to_host(),
+        x + y)

@@ -30,6 +30,7 @@ from .schedules import (SCHEDULES, CosineAnnealingLR, LinearWarmup, LRSchedule,
 from .serialization import ModelFileError, load_model as load
 from .threads import get_num_threads, set_num_threads, thread_info
 from .training import History, TrainingDivergedError
+from .transformer import MultiHeadAttention, TransformerEncoderLayer
 
 __version__ = "0.1.0"
 
@@ -45,4 +46,6 @@ __all__ = [
     # optimisers and learning-rate schedules
     "Adam", "AdamW", "RMSprop", "weight_decay_groups", "SCHEDULES", "LRSchedule", "StepLR",
     "CosineAnnealingLR", "LinearWarmup", "ReduceLROnPlateau",
+    # attention
+    "MultiHeadAttention", "TransformerEncoderLayer",
 ]

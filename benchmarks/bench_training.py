@@ -78,6 +78,24 @@ class AdamTrainingStep:
         self.fn()
 
 
+class BatchNormDropoutTrainingStep:
+    """The step of the network whose hidden layers are Linear(bias=False) -> BatchNorm1d
+    -> ReLU -> Dropout(0.2), training mode, SGD with momentum 0.9: fastnn, and PyTorch
+    eager with the same modules (skipped without PyTorch); fastnn bench's training-bn."""
+    params = ([32, 128, 2048], ["fastnn", "torch"])
+    param_names = ["batch", "contender"]
+
+    def setup(self, batch, contender):
+        try:
+            self.fn = bench.make_contender(f"{contender}-bn", batch).fn
+        except ImportError:
+            raise NotImplementedError("PyTorch is not installed")
+        self.fn()
+
+    def time_step(self, batch, contender):
+        self.fn()
+
+
 class FirstCall:
     """Seconds from a fresh interpreter to the end of the first training step."""
     timeout = 600

@@ -265,3 +265,63 @@ def test_adam_training_steps_compute_the_same_update():
     for got, want in zip(torch.parameters(), fastnn.parameters()):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)
     assert type(fastnn.optimizer).__name__ == "Adam"
+
+
+# --------------------------------------------------------------------------- BatchNorm + dropout step
+def test_bn_dropout_steps_compute_the_same_step_with_p0_float64():
+    """The training-bn contenders (hidden layers Linear(bias=False) -> BatchNorm1d -> ReLU
+    -> Dropout, SGD with momentum) with p = 0, where their masks cannot differ, in
+    float64 from the same weights: the same loss and gradients at every step, the same
+    parameters and running statistics after three."""
+    pytest.importorskip("torch")
+    from fastnn.bench.steps import FastnnStep, TorchStep
+    fastnn = FastnnStep(13, "numba", np.float64, batchnorm=True, dropout=0.0)
+    torch = TorchStep(13, batchnorm=True, dropout=0.0, dtype=np.float64)
+    start = torch.parameters()
+    for got, want in zip(start, fastnn.parameters()):
+        np.testing.assert_array_equal(got, want)
+    assert [a.shape for a in start] == [(784, 512), (512,), (512,), (512, 256), (256,),
+                                        (256,), (256, 10), (10,)]
+    for _ in range(3):
+        fast_loss, torch_loss = fastnn(), torch()
+        assert float(torch_loss.detach()) == pytest.approx(fast_loss, rel=1e-13)
+        for got, want in zip(torch.gradients(), fastnn.gradients()):
+            assert got.dtype == np.float64
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-13)
+    for got, want in zip(torch.parameters(), fastnn.parameters()):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    bn_torch = [m for m in torch.model if isinstance(m, torch.torch.nn.BatchNorm1d)]
+    bn_fastnn = [m for m in fastnn.model if type(m).__name__ == "BatchNorm1d"]
+    for ours, theirs in zip(bn_fastnn, bn_torch):
+        np.testing.assert_allclose(ours.running_mean, theirs.running_mean.numpy(), rtol=1e-12)
+        np.testing.assert_allclose(ours.running_var, theirs.running_var.numpy(), rtol=1e-12)
+
+
+def test_bn_dropout_contenders_time_the_network_in_training_mode():
+    """The timed contenders: float32, BatchNorm and Dropout(BN_DROPOUT) after each hidden
+    Linear, training mode, and the masks at work (a step differs from the p = 0 one)."""
+    from fastnn.bench.steps import BN_DROPOUT, FastnnStep
+    step = bench.make_contender("fastnn-bn", 16).fn
+    names = [type(m).__name__ for m in step.model]
+    assert names == ["Linear", "BatchNorm1d", "ReLU", "Dropout"] * 2 + ["Linear"]
+    assert step.model.training and all(m.p == BN_DROPOUT for m in step.model
+                                       if type(m).__name__ == "Dropout")
+    assert step.model[0].bias is None and step.model[-1].bias is not None
+    assert step.x.dtype == np.float32
+    loss = step()
+    assert loss != pytest.approx(FastnnStep(16, batchnorm=True, dropout=0.0)(), rel=1e-6)
+    if bench.steps.available("torch-bn"):
+        torch = bench.make_contender("torch-bn", 16).fn
+        assert torch.model.training
+        assert [type(m).__name__ for m in torch.model] == names
+        assert np.isfinite(float(torch().detach()))
+
+
+def test_bn_training_section_gives_interleaved_rows(tmp_path, capsys):
+    pytest.importorskip("torch")
+    results = bench.run(only=["training-bn"], rounds=1, batches=[8], own_process=False,
+                        out_dir=str(tmp_path), step_block_seconds=0.001, step_min_calls=1)
+    assert [(r.group, r.shape, r.mode, r.target) for r in results] == [
+        ("training step (BN+dropout)", "B=8", "interleaved", 1.0)]
+    assert results[0].baseline.startswith("torch ")
+    assert "## training step (BN+dropout)" in (tmp_path / "bench-training-bn.md").read_text()

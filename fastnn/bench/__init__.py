@@ -4,14 +4,15 @@
   with the median of single calls kept beside them.
 - :mod:`.numpy_step`: the training step a careful NumPy user writes, the baseline of the
   training targets; :mod:`.steps`: the step of every contender (fastnn, that NumPy
-  step, fastnn's NumPy backend, PyTorch eager, JAX jit).
+  step, fastnn's NumPy backend, PyTorch eager, JAX jit), and of fastnn and PyTorch on the
+  network with BatchNorm + dropout hidden layers ("fastnn-bn", "torch-bn").
 - :mod:`.cases`: the kernel cases (GEMM, dense layer, activations, loss, optimiser,
   normalisation, dropout), shared with the asv suites and the pytest-benchmark tests;
   :mod:`.optimizers`: the Adam baselines (a careful NumPy user's, PyTorch's foreach
   Adam); :mod:`.norm_baselines`: the normalisation and dropout baselines (a careful NumPy
   user's, PyTorch's functional ops with autograd).
 - :mod:`.isolated`: one contender timed in a process of its own.
-- :mod:`.sections`: one table each (``fastnn bench --only training,coexistence``);
+- :mod:`.sections`: one table each (``fastnn bench --only training,training-bn``);
   :mod:`.environment`: CPU, kernel path, libraries, FMA peak; :mod:`.report`: the rows,
   Markdown and JSON; :mod:`.runner`: the command.
 """

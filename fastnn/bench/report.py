@@ -140,6 +140,13 @@ SECTION_NOTES = {
         "alone in a fresh process. The baseline `numpy (hand-written)` is a careful NumPy "
         "user's step (preallocated buffers, `np.matmul(out=)`, in-place updates); "
         "`fastnn numpy backend` is informational (no target)."),
+    "training step (BN+dropout)": (
+        "Hidden layers Linear(bias=False) -> BatchNorm1d -> ReLU -> Dropout(p) (p in the "
+        "case name), training mode, SGD with momentum 0.9; against PyTorch eager with the "
+        "same modules. Block "
+        "means of whole steps; ratio = baseline / fastnn; \"interleaved\" and \"own "
+        "process\" as in the training step table. The dropout masks differ between the "
+        "libraries (the tests check the two steps agree with p = 0)."),
     "coexistence": (
         "fastnn's own step time (block mean of the fastnn calls only) when every step is "
         "followed by a NumPy matmul, against fastnn alone; ratio = with / alone."),

@@ -14,14 +14,16 @@ from .cases import (ADAM_TARGETS, BATCHES, activation_case, adam_case, dense_cas
                     gemm_cases, loss_case, norm_case, optimizer_case)
 from .isolated import time_in_own_process
 from .report import Result
-from .steps import (COEXISTING_MATMUL, OPTIONAL, CoexistingMatmul, FastnnStep, TorchStep,
-                    available, library_version, make_contender, step_flops)
+from .steps import (BN_DROPOUT, COEXISTING_MATMUL, OPTIONAL, CoexistingMatmul, FastnnStep,
+                    TorchStep, available, library_version, make_contender, step_flops)
 from .timing import Contender, compare, interleave, threads
 
 #: Issue 9's training-step targets against the hand-written NumPy step, by batch size.
 NUMPY_STEP_TARGETS = {32: 2.0, 128: 1.4, 2048: 1.15}
 #: The batch sizes of the training step with Adam (issue 10).
 ADAM_STEP_BATCHES = (32, 128, 2048)
+#: The batch sizes of the training step with BatchNorm + dropout hidden layers (issue 10).
+BN_STEP_BATCHES = (32, 128, 2048)
 #: The batch sizes of the coexistence section, and its target: at most 10% slower.
 COEXISTENCE_BATCHES = (32, 128)
 COEXISTENCE_MAX_SLOWDOWN = 1.10
@@ -224,6 +226,43 @@ def adam_training_section(ctx):
                                   baseline=label, target=1.0, mode="interleaved")
 
 
+def bn_training_section(ctx):
+    """The step of the network whose hidden layers are ``Linear(bias=False) ->
+    BatchNorm1d -> ReLU -> Dropout(0.2)`` (SGD with momentum 0.9, lr 1e-3, as the training
+    section; training mode): fastnn against PyTorch eager with the same layers, per batch
+    size, alternating blocks in this process, then each alone in a process of its own.
+    Target >= 1.0x.  (The dropout masks differ between the libraries; the tests check with
+    p = 0 that both compute the same step.)"""
+    if not available("torch-bn"):
+        ctx.say(f"{OPTIONAL['torch-bn']} is not installed: no BatchNorm + dropout "
+                "training-step table")
+        return
+    label = f"torch {library_version('torch-bn')} eager"
+    batches = ctx.batches_or(BN_STEP_BATCHES)
+
+    def result(batch, fastnn, torch, mode):
+        return Result.from_timings(
+            "training step (BN+dropout)", f"mlp bn+relu+dropout({BN_DROPOUT:g})",
+            f"B={batch}", ctx.threads, fastnn, torch, flops=step_flops(batch),
+            peak_gflops=ctx.peak_gflops, baseline=label, target=1.0, mode=mode)
+
+    for batch in batches:
+        fastnn = make_contender("fastnn-bn", batch)
+        torch = make_contender("torch-bn", batch)
+        with threads(ctx.threads):
+            timings = interleave([fastnn, torch], ctx.rounds, ctx.step_block_seconds,
+                                 ctx.step_min_calls)
+        yield result(batch, timings["fastnn-bn"], timings["torch-bn"], "interleaved")
+        del fastnn, torch
+    if not ctx.own_process:
+        return
+    own = _own_process(ctx, ["fastnn-bn", "torch-bn"], batches)
+    if len(own) == 2:
+        for batch in batches:
+            yield result(batch, own["fastnn-bn"][batch], own["torch-bn"][batch],
+                         "own process")
+
+
 # --------------------------------------------------------------------------- coexistence
 def _coexistence_result(ctx, batch, with_numpy, alone, mode):
     m, k, n = COEXISTING_MATMUL
@@ -291,8 +330,9 @@ SECTIONS = {
     "norm": norm_section,
     "training": training_section,
     "training-adam": adam_training_section,
+    "training-bn": bn_training_section,
     "coexistence": coexistence_section,
     "compile": compile_section,
 }
 #: Sections whose rows report "% of peak", so the FMA peak is measured for them.
-NEEDS_PEAK = {"gemm", "dense", "training", "training-adam"}
+NEEDS_PEAK = {"gemm", "dense", "training", "training-adam", "training-bn"}

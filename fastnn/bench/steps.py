@@ -5,7 +5,9 @@ Every contender runs the same step on the same batch, from the same initial weig
     784 -> 512 -> 256 -> 10 MLP, ReLU, softmax cross-entropy on integer labels,
     SGD with momentum 0.9 (v = 0.9 v + g, p -= lr v), lr = 1e-3, float32
 
-(fastnn and PyTorch also with ``optimizer="adam"``: Adam with PyTorch's defaults, lr 1e-3.)
+(fastnn and PyTorch also with ``optimizer="adam"``: Adam with PyTorch's defaults, lr 1e-3;
+and with ``batchnorm=True, dropout=p``: every hidden layer ``Linear(bias=False) ->
+BatchNorm1d -> ReLU -> Dropout(p)`` in training mode, the "training-bn" section.)
 
 Contenders are objects: ``step()`` runs one step, ``parameters()`` returns the current
 ``[W_1, b_1, W_2, b_2, ...]`` as NumPy arrays in fastnn's layout (W of shape (fan_in,
@@ -20,20 +22,33 @@ from .timing import Contender
 
 MLP_WIDTHS = (784, 512, 256, 10)
 LR, MOMENTUM = 1e-3, 0.9
+#: The dropout probability of the timed BatchNorm + dropout step (the "training-bn" section).
+BN_DROPOUT = 0.2
 
 #: The size of the NumPy product run between fastnn steps in the coexistence section:
 #: the first layer's forward product at B = 128, ``(128, 784) @ (784, 512)``.
 COEXISTING_MATMUL = (128, 784, 512)
 
 
-def mlp(seed=0, dtype="float32", widths=MLP_WIDTHS):
-    """The benchmark network: Linear/ReLU layers of ``widths`` (784-512-256-10)."""
-    from .. import Linear, ReLU, Sequential
+def mlp(seed=0, dtype="float32", widths=MLP_WIDTHS, batchnorm=False, dropout=None):
+    """The benchmark network: Linear/ReLU layers of ``widths`` (784-512-256-10).
+
+    ``batchnorm=True``: each hidden Linear has no bias and is followed by a
+    ``BatchNorm1d`` (whose shift replaces the bias); ``dropout=p`` (a number, 0 included):
+    a ``Dropout(p)`` after each hidden ReLU.  The output layer is a plain Linear.
+    """
+    from .. import BatchNorm1d, Dropout, Linear, ReLU, Sequential
     layers = []
     for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(Linear(fan_in, fan_out, init="he_normal"))
-        if i < len(widths) - 2:
+        hidden = i < len(widths) - 2
+        layers.append(Linear(fan_in, fan_out, init="he_normal",
+                             bias=not (hidden and batchnorm)))
+        if hidden:
+            if batchnorm:
+                layers.append(BatchNorm1d(fan_out))
             layers.append(ReLU())
+            if dropout is not None:
+                layers.append(Dropout(dropout))
     return Sequential(*layers, seed=seed, dtype=dtype)
 
 
@@ -52,22 +67,28 @@ def batch_data(batch, dtype=np.float32):
     return x, labels
 
 
-def initial_parameters(dtype=np.float32):
-    """``[W_1, b_1, ...]`` of :func:`mlp` with seed 0: the weights every contender starts from."""
-    return [np.array(p.data) for _, p in mlp(dtype=np.dtype(dtype).name).named_parameters()]
+def initial_parameters(dtype=np.float32, batchnorm=False, dropout=None):
+    """``[W_1, b_1, ...]`` of :func:`mlp` with seed 0: the weights every contender starts
+    from (``batchnorm``: ``[W_1, gamma_1, beta_1, W_2, gamma_2, beta_2, W_3, b_3]``).
+    ``dropout`` matters too: each Dropout layer draws its stream's seed from the model's
+    generator, between the weights of the layers around it."""
+    model = mlp(dtype=np.dtype(dtype).name, batchnorm=batchnorm, dropout=dropout)
+    return [np.array(p.data) for _, p in model.named_parameters()]
 
 
 class FastnnStep:
     """fastnn's step: ``model(x)``, the fused loss, ``zero_grad``, ``backward``, ``step``.
 
     ``backend`` is "numba" (fastnn's kernels) or "numpy" (fastnn's own NumPy backend);
-    ``optimizer`` "sgd" (momentum 0.9) or "adam".
+    ``optimizer`` "sgd" (momentum 0.9) or "adam"; ``batchnorm``, ``dropout``: the
+    network of :func:`mlp` (in training mode).
     """
 
     def __init__(self, batch, backend="numba", dtype=np.float32, model=None, x=None,
-                 labels=None, optimizer="sgd"):
+                 labels=None, optimizer="sgd", batchnorm=False, dropout=None):
         from .. import SGD, Adam, CrossEntropyLoss
-        self.model = model if model is not None else mlp(dtype=np.dtype(dtype).name)
+        self.model = model if model is not None else mlp(
+            dtype=np.dtype(dtype).name, batchnorm=batchnorm, dropout=dropout)
         self.model.to(backend)
         params = self.model.parameters()
         self.optimizer = (Adam(params, lr=LR, backend=backend) if optimizer == "adam" else
@@ -89,6 +110,10 @@ class FastnnStep:
     def parameters(self):
         return [np.array(p.data) for _, p in self.model.named_parameters()]
 
+    def gradients(self):
+        """The last step's gradients, in the order of :meth:`parameters`."""
+        return [np.array(p.grad) for _, p in self.model.named_parameters()]
+
 
 class HandwrittenNumpyStep:
     """The careful NumPy user's step (:class:`NumpyMLPStep`) on the benchmark batch."""
@@ -107,30 +132,50 @@ class HandwrittenNumpyStep:
 
 class TorchStep:
     """PyTorch eager (CPU) on the same step, from NumPy arrays as fastnn's step is;
-    ``optimizer="adam"``: ``torch.optim.Adam`` with its defaults (what a user gets)."""
+    ``optimizer="adam"``: ``torch.optim.Adam`` with its defaults (what a user gets).
 
-    def __init__(self, batch, threads=None, optimizer="sgd"):
+    ``batchnorm``/``dropout`` as in :func:`mlp`: ``nn.Linear(bias=False)``,
+    ``nn.BatchNorm1d`` (eps 1e-5, momentum 0.1: fastnn's defaults), ``nn.ReLU``,
+    ``nn.Dropout(p)``, in training mode.  ``dtype`` float64 is for the tests.
+    """
+
+    def __init__(self, batch, threads=None, optimizer="sgd", batchnorm=False, dropout=None,
+                 dtype=np.float32):
         import numba
         import torch
         # as many threads as fastnn's kernels get (torch defaults to the physical cores)
         torch.set_num_threads(threads or numba.get_num_threads())
-        params = initial_parameters()
+        params = iter(initial_parameters(dtype, batchnorm, dropout))
+        kind = {"dtype": torch.float64 if np.dtype(dtype) == np.float64 else torch.float32}
         layers = []
-        for i, (weight, bias) in enumerate(zip(params[0::2], params[1::2])):
-            linear = torch.nn.Linear(*weight.shape)
-            with torch.no_grad():                       # torch stores W as (fan_out, fan_in)
-                linear.weight.copy_(torch.from_numpy(weight.T.copy()))
-                linear.bias.copy_(torch.from_numpy(bias))
+        n_layers = len(MLP_WIDTHS) - 1
+        for i, (fan_in, fan_out) in enumerate(zip(MLP_WIDTHS[:-1], MLP_WIDTHS[1:])):
+            hidden = i < n_layers - 1
+            with_bn = hidden and batchnorm
+            linear = torch.nn.Linear(fan_in, fan_out, bias=not with_bn, **kind)
+            owned = [linear.weight] if with_bn else [linear.weight, linear.bias]
             layers.append(linear)
-            if i < len(params) // 2 - 1:
+            if with_bn:
+                norm = torch.nn.BatchNorm1d(fan_out, **kind)
+                owned += [norm.weight, norm.bias]
+                layers.append(norm)
+            if hidden:
                 layers.append(torch.nn.ReLU())
+                if dropout is not None:
+                    layers.append(torch.nn.Dropout(dropout))
+            with torch.no_grad():
+                for k, tensor in enumerate(owned):
+                    value = next(params)
+                    # torch stores W as (fan_out, fan_in)
+                    tensor.copy_(torch.from_numpy(value.T.copy() if k == 0 else value))
         self.torch = torch
         self.model = torch.nn.Sequential(*layers)
+        self.model.train()
         self.optimizer = (torch.optim.Adam(self.model.parameters(), lr=LR)
                           if optimizer == "adam" else
                           torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM))
         self.loss_fn = torch.nn.CrossEntropyLoss()
-        self.x, self.labels = batch_data(batch)
+        self.x, self.labels = batch_data(batch, dtype)
 
     def __call__(self):
         # conversion from NumPy is part of the user's cost (zero-copy here)
@@ -141,12 +186,25 @@ class TorchStep:
         self.optimizer.step()
         return loss
 
-    def parameters(self):
+    def _in_fastnn_layout(self, value_of):
+        """``value_of(tensor)`` of every parameter, in fastnn's order and layout (W as
+        (fan_in, fan_out))."""
         out = []
         for module in self.model:
             if isinstance(module, self.torch.nn.Linear):
-                out += [module.weight.detach().numpy().T.copy(), module.bias.detach().numpy().copy()]
+                out.append(value_of(module.weight).T.copy())
+                if module.bias is not None:
+                    out.append(value_of(module.bias).copy())
+            elif isinstance(module, self.torch.nn.BatchNorm1d):
+                out += [value_of(module.weight).copy(), value_of(module.bias).copy()]
         return out
+
+    def parameters(self):
+        return self._in_fastnn_layout(lambda t: t.detach().numpy())
+
+    def gradients(self):
+        """The last step's gradients, in the order of :meth:`parameters`."""
+        return self._in_fastnn_layout(lambda t: t.grad.detach().numpy())
 
 
 def _jax_step_function(n_layers):
@@ -223,11 +281,14 @@ STEPS = {
     "numpy-backend": lambda batch: FastnnStep(batch, "numpy"),
     "torch": TorchStep,
     "jax": JaxStep,
+    # the BatchNorm + dropout network (the "training-bn" section)
+    "fastnn-bn": lambda batch: FastnnStep(batch, "numba", batchnorm=True, dropout=BN_DROPOUT),
+    "torch-bn": lambda batch: TorchStep(batch, batchnorm=True, dropout=BN_DROPOUT),
 }
 CONTENDERS = (*STEPS, "fastnn+matmul")
 
 #: The optional third-party contenders and the module each needs.
-OPTIONAL = {"torch": "torch", "jax": "jax"}
+OPTIONAL = {"torch": "torch", "jax": "jax", "torch-bn": "torch"}
 
 
 def available(name):

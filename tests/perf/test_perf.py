@@ -88,6 +88,20 @@ def test_adam_training_step(benchmark, batch):
     benchmark(bench.FastnnStep(batch, "numba", optimizer="adam"))
 
 
+@pytest.mark.parametrize("contender", ["fastnn", "torch"])
+@pytest.mark.parametrize("batch", [32, 128])
+def test_bn_dropout_training_step(benchmark, contender, batch):
+    """The step with Linear(bias=False) -> BatchNorm1d -> ReLU -> Dropout(0.2) hidden
+    layers (the training-bn table of fastnn bench): fastnn, and PyTorch eager with the
+    same modules (skipped without PyTorch); the parameters stay finite.  (That both
+    compute the same step is tested with p = 0 in tests/test_bench.py.)"""
+    if contender == "torch":
+        pytest.importorskip("torch")
+    step = bench.make_contender(f"{contender}-bn", batch).fn
+    benchmark(step)
+    assert all(np.isfinite(p).all() for p in step.parameters())
+
+
 @pytest.mark.parametrize("contender", ["numpy", "torch", "jax"])
 @pytest.mark.parametrize("batch", [32, 128])
 def test_baseline_training_step(benchmark, contender, batch):

@@ -54,11 +54,13 @@ from ..kernels.cuda.losses import (  # noqa: E402,F401
     bce_logits, mse, softmax_xent, softmax_xent_soft)
 from ..kernels.cuda.metrics import (  # noqa: E402,F401
     abs_error_sum, argmax_matches, argmax_matches_soft, sign_matches)
+from ..kernels.cuda.embedding import embedding_backward, embedding_forward  # noqa: E402,F401
 from ..kernels.cuda.heads import add, merge_heads, split_heads  # noqa: E402,F401
 from ..kernels.cuda.matmul import matmul, matmul_nt, matmul_tn  # noqa: E402,F401
 from ..kernels.cuda.norm import (  # noqa: E402,F401
     batch_norm_backward, batch_norm_backward_eval, batch_norm_forward_eval,
     batch_norm_forward_train, layer_norm_backward, layer_norm_forward)
+from ..kernels.cuda.pooling import mean_pool_backward, mean_pool_forward  # noqa: E402,F401
 from ..kernels.cuda.optim import (  # noqa: E402,F401
     adam_update, clip_inplace, rmsprop_update, scale_inplace, sgd_momentum_update, sgd_update,
     sum_of_squares)

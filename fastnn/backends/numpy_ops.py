@@ -529,3 +529,81 @@ def merge_heads(x, out):
     g, b, h, s, d = x.shape
     out.reshape(b, s, g, h, d)[...] = x.transpose(1, 3, 0, 2, 4)
     return out
+
+
+# --------------------------------------------------------------------------- embeddings, pooling
+# Formulas and conventions in fastnn.kernels.embedding and fastnn.kernels.pooling.
+def embedding_forward(weight, indices, out):
+    """``out[n, :] = weight[indices[n], :]`` (a row gather)."""
+    np.take(weight, indices, axis=0, out=out)
+    return out
+
+
+def embedding_backward(dout, indices, dweight, accumulate=False, padding_idx=-1):
+    """``dweight[v] (+)= sum_{n: indices[n] = v} dout[n]`` (``np.add.at``: duplicates
+    added in index order); without ``accumulate`` unused rows are zero, with it they are
+    untouched; the ``padding_idx`` row (-1: none) gets no gradient."""
+    if not accumulate:
+        dweight[...] = 0
+    if padding_idx >= 0:
+        keep = indices != padding_idx
+        indices, dout = indices[keep], dout[keep]
+    np.add.at(dweight, indices, dout)
+    return dweight
+
+
+def mean_pool_forward(x, out):
+    """``out[p, q] = sum_s x[p, s, q] / S`` for x (P, S, Q)."""
+    np.sum(x, axis=1, out=out)
+    out /= _cast(x.shape[1], out)
+    return out
+
+
+def mean_pool_backward(dy, dx):
+    """``dx[p, s, q] = dy[p, q] / S``."""
+    dx[...] = (dy / _cast(dx.shape[1], dy))[:, None, :]
+    return dx
+
+
+# --------------------------------------------------------------------------- attention
+def _attention_probabilities(q, k, mask, causal, scale):
+    """``(P, m)``: the materialised softmax of ``x = scale * q @ k^T + mask`` (B, H, S_q,
+    S_k) and its row maxima; a row whose every key is masked is 0 (``m = -inf``).  The
+    conventions of :mod:`fastnn.kernels.attention`: boolean mask True = attend, float
+    mask added, causal masks key ``j > i``."""
+    x = np.matmul(q, np.swapaxes(k, -1, -2)) * _cast(scale, q)
+    if mask is not None and mask.size:
+        x = np.where(mask, x, -np.inf).astype(q.dtype) if mask.dtype == bool else x + mask
+    if causal:
+        sq, sk = x.shape[-2:]
+        x = np.where(np.tri(sq, sk, dtype=bool), x, -np.inf).astype(q.dtype)
+    m = x.max(axis=-1, keepdims=True)
+    e = np.exp(x - np.where(m == -np.inf, 0, m).astype(q.dtype))
+    total = e.sum(axis=-1, keepdims=True)
+    return e / np.where(total == 0, 1, total).astype(q.dtype), m
+
+
+def attention_forward(q, k, v, mask, causal, scale, out, lse):
+    """``out = softmax(scale * q @ k^T + mask) @ v`` per batch and head, ``lse`` the rows'
+    log-sum-exp (``-inf`` for a row whose every key is masked; its output is 0)."""
+    p, m = _attention_probabilities(q, k, mask, causal, scale)
+    np.matmul(p, v, out=out)
+    with np.errstate(divide="ignore"):
+        x = np.matmul(q, np.swapaxes(k, -1, -2)) * _cast(scale, q)
+        total = np.where(m == -np.inf, 0, np.exp(x - np.where(m == -np.inf, 0, m)) * (p > 0))
+        lse[...] = np.where(m[..., 0] == -np.inf, -np.inf,
+                            m[..., 0] + np.log(total.sum(axis=-1)))
+    return out
+
+
+def attention_backward(dout, q, k, v, out, lse, mask, causal, scale, dq, dk, dv):
+    """Gradients of :func:`attention_forward` from the materialised softmax ``P`` (``out``
+    and ``lse`` are not used): ``dv = P^T dout``, ``dP = dout v^T``, ``dS = scale * P (dP -
+    rowsum(P dP))``, ``dq = dS k``, ``dk = dS^T q``."""
+    p, _ = _attention_probabilities(q, k, mask, causal, scale)
+    np.matmul(np.swapaxes(p, -1, -2), dout, out=dv)
+    dp = np.matmul(dout, np.swapaxes(v, -1, -2))
+    ds = p * (dp - (p * dp).sum(axis=-1, keepdims=True)) * _cast(scale, q)
+    np.matmul(ds, k, out=dq)
+    np.matmul(np.swapaxes(ds, -1, -2), q, out=dk)
+    return dq, dk, dv

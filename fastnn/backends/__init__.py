@@ -40,6 +40,7 @@ OPERATIONS = (
        "batch_norm_forward_eval", "batch_norm_backward", "batch_norm_backward_eval",
        "dropout_forward", "dropout_backward")
     + ("split_heads", "merge_heads", "add")
+    + ("attention_forward", "attention_backward")
     + ("embedding_forward", "embedding_backward", "mean_pool_forward", "mean_pool_backward")
     + ("argmax_matches", "argmax_matches_soft", "sign_matches", "abs_error_sum")
 )

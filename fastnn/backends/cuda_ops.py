@@ -47,6 +47,7 @@ def _require_cuda():
 cuda = _require_cuda()
 
 from ..kernels.cuda.activations import *  # noqa: E402,F401,F403
+from ..kernels.cuda.attention import attention_backward, attention_forward  # noqa: E402,F401
 from ..kernels.cuda.bias import bias_add, bias_grad  # noqa: E402,F401
 from ..kernels.cuda.dense import act_bias_grad, bias_act  # noqa: E402
 from ..kernels.cuda.dropout import dropout_backward, dropout_forward  # noqa: E402,F401

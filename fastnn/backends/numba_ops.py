@@ -8,6 +8,7 @@ that translate activation names into the kernels' codes.
 import numpy as np
 
 from ..kernels.activations import *  # noqa: F401,F403
+from ..kernels.attention import attention_backward, attention_forward  # noqa: F401
 from ..kernels.bias import bias_add, bias_grad  # noqa: F401
 from ..kernels.dense import act_bias_grad
 from ..kernels.dropout import dropout_backward, dropout_forward  # noqa: F401

@@ -566,33 +566,34 @@ def mean_pool_backward(dy, dx):
 
 
 # --------------------------------------------------------------------------- attention
-def _attention_probabilities(q, k, mask, causal, scale):
-    """``(P, m)``: the materialised softmax of ``x = scale * q @ k^T + mask`` (B, H, S_q,
-    S_k) and its row maxima; a row whose every key is masked is 0 (``m = -inf``).  The
-    conventions of :mod:`fastnn.kernels.attention`: boolean mask True = attend, float
-    mask added, causal masks key ``j > i``."""
+def _attention_softmax(q, k, mask, causal, scale):
+    """``(P, shift, total)`` for ``x = scale * q @ k^T + mask`` (B, H, S_q, S_k): the
+    materialised softmax ``P = exp(x - shift) / total`` with ``shift`` the row maximum and
+    ``total`` the row sum of the exponentials.  A row whose every key is masked has
+    ``shift = 0``, ``total = 0`` and ``P = 0``.  The conventions of
+    :mod:`fastnn.kernels.attention`: boolean mask True = attend, float mask added (both
+    broadcast), causal masks key ``j > i``."""
     x = np.matmul(q, np.swapaxes(k, -1, -2)) * _cast(scale, q)
+    neg_inf = _cast(-np.inf, q)
     if mask is not None and mask.size:
-        x = np.where(mask, x, -np.inf).astype(q.dtype) if mask.dtype == bool else x + mask
+        x = np.where(mask, x, neg_inf) if mask.dtype == bool else x + mask
     if causal:
-        sq, sk = x.shape[-2:]
-        x = np.where(np.tri(sq, sk, dtype=bool), x, -np.inf).astype(q.dtype)
+        x = np.where(np.tri(*x.shape[-2:], dtype=bool), x, neg_inf)
     m = x.max(axis=-1, keepdims=True)
-    e = np.exp(x - np.where(m == -np.inf, 0, m).astype(q.dtype))
+    shift = np.where(m == neg_inf, _cast(0, q), m)
+    e = np.exp(x - shift)
     total = e.sum(axis=-1, keepdims=True)
-    return e / np.where(total == 0, 1, total).astype(q.dtype), m
+    return e / np.where(total == 0, _cast(1, q), total), shift, total
 
 
 def attention_forward(q, k, v, mask, causal, scale, out, lse):
-    """``out = softmax(scale * q @ k^T + mask) @ v`` per batch and head, ``lse`` the rows'
-    log-sum-exp (``-inf`` for a row whose every key is masked; its output is 0)."""
-    p, m = _attention_probabilities(q, k, mask, causal, scale)
+    """``out = softmax(scale * q @ k^T + mask) @ v`` per batch and head; ``lse`` (B, H,
+    S_q) the rows' log-sum-exp, ``-inf`` for a row whose every key is masked (its output
+    is 0)."""
+    p, shift, total = _attention_softmax(q, k, mask, causal, scale)
     np.matmul(p, v, out=out)
     with np.errstate(divide="ignore"):
-        x = np.matmul(q, np.swapaxes(k, -1, -2)) * _cast(scale, q)
-        total = np.where(m == -np.inf, 0, np.exp(x - np.where(m == -np.inf, 0, m)) * (p > 0))
-        lse[...] = np.where(m[..., 0] == -np.inf, -np.inf,
-                            m[..., 0] + np.log(total.sum(axis=-1)))
+        lse[...] = (shift + np.log(total))[..., 0]
     return out
 
 
@@ -600,7 +601,7 @@ def attention_backward(dout, q, k, v, out, lse, mask, causal, scale, dq, dk, dv)
     """Gradients of :func:`attention_forward` from the materialised softmax ``P`` (``out``
     and ``lse`` are not used): ``dv = P^T dout``, ``dP = dout v^T``, ``dS = scale * P (dP -
     rowsum(P dP))``, ``dq = dS k``, ``dk = dS^T q``."""
-    p, _ = _attention_probabilities(q, k, mask, causal, scale)
+    p, _, _ = _attention_softmax(q, k, mask, causal, scale)
     np.matmul(np.swapaxes(p, -1, -2), dout, out=dv)
     dp = np.matmul(dout, np.swapaxes(v, -1, -2))
     ds = p * (dp - (p * dp).sum(axis=-1, keepdims=True)) * _cast(scale, q)

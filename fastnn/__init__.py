@@ -13,6 +13,7 @@ from . import threads as _threads
 _threads.apply_defaults()
 
 from .backends import BackendUnavailableError, available_backends, get_backend, set_backend, use_backend
+from .attention import scaled_dot_product_attention, scaled_dot_product_attention_backward
 from .data import batches
 from .datasets import DatasetNotFoundError, load_mnist
 from .init import INITIALIZERS, manual_seed
@@ -27,6 +28,8 @@ from .module import Module, Parameter
 from .optim import OPTIMIZERS, SGD, Adam, AdamW, Optimizer, RMSprop, weight_decay_groups
 from .schedules import (SCHEDULES, CosineAnnealingLR, LinearWarmup, LRSchedule,
                         ReduceLROnPlateau, StepLR)
+from .sequence import (Embedding, FirstToken, MeanPool, PositionalEmbedding, Residual,
+                       SinusoidalPositionalEncoding)
 from .serialization import ModelFileError, load_model as load
 from .threads import get_num_threads, set_num_threads, thread_info
 from .training import History, TrainingDivergedError
@@ -46,6 +49,10 @@ __all__ = [
     # optimisers and learning-rate schedules
     "Adam", "AdamW", "RMSprop", "weight_decay_groups", "SCHEDULES", "LRSchedule", "StepLR",
     "CosineAnnealingLR", "LinearWarmup", "ReduceLROnPlateau",
+    # sequence layers
+    "Embedding", "PositionalEmbedding", "SinusoidalPositionalEncoding", "MeanPool",
+    "FirstToken", "Residual",
     # attention
-    "MultiHeadAttention", "TransformerEncoderLayer",
+    "MultiHeadAttention", "TransformerEncoderLayer", "scaled_dot_product_attention",
+    "scaled_dot_product_attention_backward",
 ]

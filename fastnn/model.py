@@ -73,9 +73,14 @@ class Sequential(TrainingMixin, Module):
             if a.out_features != b.in_features:
                 raise ValueError(f"layer {i} outputs {a.out_features} features but layer {j} "
                                  f"expects {b.in_features}")
-        self.n_features = next((l.n_features for l in self.layers if l.n_features), None)
-        self.n_outputs = (self.output_shape((1, self.n_features))[-1]
-                          if self.n_features else None)
+        self.input_kind, self.index_bound = layers[0].input_kind, layers[0].index_bound
+        if self.input_kind == "indices":        # ids (batch, ...) in: no width to check
+            self.n_features = None
+            self.n_outputs = self.output_shape((1, 1))[-1]
+        else:
+            self.n_features = next((l.n_features for l in self.layers if l.n_features), None)
+            self.n_outputs = (self.output_shape((1, self.n_features))[-1]
+                              if self.n_features else None)
         if dtype is None:
             dtype = next((p.dtype for p in self.parameters()), np.dtype(np.float32))
         self._dtype = as_dtype(dtype)

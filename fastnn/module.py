@@ -36,7 +36,8 @@ import numpy as np
 
 from .backends import get_backend
 from .backends.memory import astype, is_device_array, memory_of, place, to_host, zero_fill
-from .validation import as_dtype, as_input, check_device_input
+from .validation import (as_dtype, as_indices, as_input, check_device_indices,
+                         check_device_input)
 
 #: Every Module subclass by name (``"Linear"``; classes defined outside fastnn also under
 #: ``"package.module.Class"``), filled as the classes are defined; used to load files.
@@ -119,6 +120,11 @@ class Module:
     training = True
     backend = None
     n_features = None      # expected width of the input's last axis, where known
+    #: What the input holds: ``"features"`` (numbers, converted to the module's float
+    #: dtype) or ``"indices"`` (integer ids, e.g. an Embedding's: kept as int64 and checked
+    #: to lie in ``[0, index_bound)``); a Sequential takes both from its first layer.
+    input_kind = "features"
+    index_bound = None
     _memory = None         # where the arrays were last placed ("host", "cuda")
 
     def __init__(self):
@@ -352,9 +358,26 @@ class Module:
         x = as_input(x, name, dtype, n_features)
         return x if backend.memory == "host" else backend.asarray(x, dtype)
 
+    def _host_input(self, x, name):
+        """``x`` validated on the host as this module's input: int64 ids in ``[0,
+        index_bound)`` for ``input_kind == "indices"``, else a float batch of the module's
+        dtype (``fit``/``predict`` validate whole data sets with it)."""
+        if self.input_kind == "indices":
+            return as_indices(x, name, self.index_bound)
+        return as_input(x, name, self.dtype, self.n_features)
+
+    def _indices(self, x, name, backend):
+        """Validated ids in ``backend``'s memory: host data is range-checked before it is
+        copied to a device; ids already on the device get the shape and dtype checks."""
+        if is_device_array(x) and backend.memory != "host":
+            return place(check_device_indices(x, name), backend)
+        x = self._host_input(to_host(x), name)
+        return x if backend.memory == "host" else backend.asarray(x, x.dtype)
+
     def __call__(self, x):
         """Forward pass on a ``(batch, ..., features)`` array; converts ``x`` to the
-        module's dtype.  Follows the module's mode (:meth:`train` / :meth:`eval`).
+        module's dtype (a module whose ``input_kind`` is ``"indices"`` takes integer ids
+        ``(batch, ...)`` instead).  Follows the module's mode (:meth:`train` / :meth:`eval`).
 
         The result lives where the backend computes: a NumPy array on the host backends,
         a device array on "cuda" (``fastnn.to_numpy`` or ``predict`` give host arrays)."""
@@ -363,7 +386,10 @@ class Module:
             dt = np.dtype(x.dtype) if is_device_array(x) else np.asarray(x).dtype
             dtype = dt if dt in (np.float32, np.float64) else np.float32
         backend = self._last_backend = self._resolve_backend()
-        x = self._batch(x, "x", dtype, backend, self.n_features)
+        if self.input_kind == "indices":
+            x = self._indices(x, "x", backend)
+        else:
+            x = self._batch(x, "x", dtype, backend, self.n_features)
         y = self._forward(x, backend)
         self._out_shape, self._out_dtype = y.shape, y.dtype
         return y

@@ -20,7 +20,7 @@ from .losses import CrossEntropyLoss, get_loss
 from .optim import get_optimizer
 from .schedules import FitSchedule, attach_schedule
 from .progress import ProgressBar
-from .validation import as_input, check_choice, check_number
+from .validation import check_choice, check_number
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -107,7 +107,7 @@ class TrainingMixin:
             raise RuntimeError(f"call model.compile(optimizer=..., loss=...) before {what}()")
 
     def _prepare(self, x, y, name="x"):
-        x = as_input(x, name, self.dtype, self.n_features)
+        x = self._host_input(x, name)
         if not self.n_outputs:
             raise ValueError("the model has no Linear layer, so its output width is unknown")
         shape = self.output_shape(x.shape)
@@ -240,7 +240,7 @@ class TrainingMixin:
     def _outputs(self, x, batch_size, then=None):
         """Host array of the model outputs on ``x``, batch by batch, each passed through
         ``then(outputs, backend)`` first if given (on the backend, before the copy)."""
-        x = as_input(x, "x", self.dtype, self.n_features)
+        x = self._host_input(x, "x")
         check_number(batch_size, "batch_size", low=1, integer=True)
         backend = self._resolve_backend()
         parts = []

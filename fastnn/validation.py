@@ -79,6 +79,47 @@ def check_device_input(arr, name, dtype, n_features=None):
     return arr
 
 
+def as_indices(x, name, bound):
+    """A C-contiguous int64 ``(batch, ...)`` array of indices (token ids) made from ``x``,
+    each in ``[0, bound)`` (``bound`` None: not checked).
+
+    Integer arrays of any width are accepted; floats, booleans and others are refused
+    (an id is not a measurement: converting 2.7 would hide a bug)."""
+    arr = _numeric(x, name)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer indices (token ids), got dtype "
+                        f"{arr.dtype}; convert with x.astype(np.int64)")
+    _check_index_shape(arr.shape, name)
+    low, high = arr.min(), arr.max()     # before the cast, so huge values cannot wrap
+    if low < 0 or (bound is not None and high >= bound):
+        bad = low if low < 0 else high
+        raise ValueError(f"{name} contains index {bad}, outside [0, {bound}) (the "
+                         f"embedding table has {bound} rows)")
+    out = np.ascontiguousarray(arr, dtype=np.int64)
+    return out if out.flags.writeable else out.copy()
+
+
+def _check_index_shape(shape, name):
+    if len(shape) < 1:
+        raise ValueError(f"{name} must be a batch of indices, (batch,) or (batch, seq, "
+                         f"...), got a scalar")
+    if shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {shape})")
+    if 0 in shape[1:]:
+        raise ValueError(f"{name} has an empty axis (shape {shape})")
+
+
+def check_device_indices(arr, name):
+    """Shape and dtype checks of an index array already on a GPU: int64, ``(batch,
+    ...)``.  Its values are not scanned (that would copy it to the host); the GPU lookup
+    gives a row of NaN for an index out of range."""
+    _check_index_shape(tuple(arr.shape), name)
+    if np.dtype(arr.dtype) != np.int64:
+        raise TypeError(f"{name} is a {arr.dtype} device array; indices on the device "
+                        f"must be int64 (or pass a host array)")
+    return arr
+
+
 def _convert(arr, name, dtype, finite=True):
     """C-contiguous ``dtype`` copy/view of ``arr``; values that overflow ``dtype`` (e.g.
     1e39 into float32) are reported, not silently turned into Inf."""

@@ -18,9 +18,9 @@ accumulating, zeroed otherwise, so an optimiser never moves it.
 Determinism.  Duplicated ids are the point of this kernel (a frequent token appears many
 times in a batch), and a parallel scatter-add with atomics would add them in a
 thread-timing-dependent order.  Here the ids are first bucketed by a stable counting sort
-(serial, ``O(N + V)``; ~10 µs for V = 10,000), then the table is cut into fixed blocks of
-rows, one task per block: a task owns its rows and adds each row's ``dout`` rows in
-ascending ``n``.  Every output element is therefore ``((0 + dout[n1]) + dout[n2]) + ...``
+(serial, ``O(N + V)``; ~10 µs for V = 10,000), then the table is cut into blocks of rows
+of about equal work (:func:`_balanced_tasks`), one task per block: a task owns its rows
+and adds each row's ``dout`` rows in ascending ``n``.  Every output element is therefore ``((0 + dout[n1]) + dout[n2]) + ...``
 (or ``((w + dout[n1]) + ...)`` when accumulating) with ``n1 < n2 < ...``, whatever the
 thread count: the same bits as ``np.add.at`` in the NumPy reference, and as the CUDA twin.
 Each table row is written once, while it sits in L1: the backward streams ``dout`` once
@@ -123,6 +123,31 @@ def _scatter_rows(dout, starts, order, dweight, v0, v1, accumulate, padding_idx)
             _add_row(row, dout[order[k]])
 
 
+@kernel
+def _balanced_tasks(starts, width, accumulate):
+    """Boundaries ``bounds[t]:bounds[t + 1]`` of table rows per task, each task about
+    :data:`CHUNK` elements of work: row ``v`` costs its ``count * width`` additions, plus
+    ``width`` stores without ``accumulate``.  Token ids are far from uniform (a few are in
+    every sequence), so equal numbers of rows would leave one thread most of the work.
+    Any partition gives the same result: a row is always summed by one task, in order."""
+    n_table = starts.size - 1
+    per_row = 0 if accumulate else 1
+    total = (starts[n_table] + per_row * n_table) * width
+    n_tasks = max(1, min(n_table, total // CHUNK))
+    bounds = np.empty(n_tasks + 1, np.int64)
+    bounds[0] = 0
+    t = 1
+    done = 0
+    for v in range(n_table):
+        done += (starts[v + 1] - starts[v] + per_row) * width
+        while t < n_tasks and done * n_tasks >= t * total:
+            bounds[t] = v + 1
+            t += 1
+    for k in range(t, n_tasks + 1):
+        bounds[k] = n_table
+    return bounds
+
+
 @parallel_kernel
 def embedding_backward(dout, indices, dweight, accumulate=False, padding_idx=-1):
     """Gradient of :func:`embedding_forward` with respect to the table (a deterministic
@@ -148,9 +173,8 @@ def embedding_backward(dout, indices, dweight, accumulate=False, padding_idx=-1)
         _scatter_rows(dout, starts, order, dweight, 0, n_table_rows, accumulate,
                       padding_idx)
     else:
-        step = _rows_per_task(width)
-        for task in prange((n_table_rows + step - 1) // step):
-            v0 = task * step
-            _scatter_rows(dout, starts, order, dweight, v0, min(v0 + step, n_table_rows),
+        bounds = _balanced_tasks(starts, width, accumulate)
+        for task in prange(bounds.size - 1):
+            _scatter_rows(dout, starts, order, dweight, bounds[task], bounds[task + 1],
                           accumulate, padding_idx)
     return dweight

@@ -180,3 +180,20 @@ def test_results_identical_for_any_thread_count(accumulate, dtype):
         numba.set_num_threads(before)
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_backward_tasks_cover_the_table_with_balanced_work(accumulate):
+    """Skewed ids: the tasks split the rows by work (ids plus, without accumulate, the
+    rows written), contiguous and in order."""
+    rng = np.random.default_rng(3)
+    n_table, width = 5000, 64
+    idx = np.minimum(rng.zipf(1.2, 20000) - 1, n_table - 1).astype(np.int64)
+    starts, _ = embedding._bucket_by_row(idx, n_table)
+    bounds = embedding._balanced_tasks(starts, width, accumulate)
+    assert bounds[0] == 0 and bounds[-1] == n_table and np.all(np.diff(bounds) >= 0)
+    counts = np.diff(starts)
+    work = [(counts[a:b].sum() + (0 if accumulate else b - a)) * width
+            for a, b in zip(bounds[:-1], bounds[1:])]
+    heaviest_row = (counts.max() + 1) * width
+    assert max(work) <= 2 * embedding.CHUNK + heaviest_row

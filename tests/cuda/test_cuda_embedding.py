@@ -101,3 +101,55 @@ def test_mean_pool(shape, dtype, rng):
                  atol_scale=3.0)
     assert pooling.mean_pool_backward(d_dy, d_dx) is d_dx
     assert_close(d_dx, numpy_ops.mean_pool_backward(dy, np.empty(shape, dtype)), dtype)
+
+
+# --------------------------------------------------------------------------- layers
+def _sequence_model(backend, dtype, variant, seed=2):
+    if variant == "learned+mean":
+        positions, pool = fnn.PositionalEmbedding(6, 5), fnn.MeanPool()
+    else:
+        positions, pool = fnn.SinusoidalPositionalEncoding(5, 6), fnn.FirstToken()
+    return fnn.Sequential(fnn.Embedding(9, 5, padding_idx=0), positions,
+                          fnn.Residual(fnn.Sequential(fnn.Linear(5, 7), fnn.ReLU(),
+                                                      fnn.Linear(7, 5))),
+                          pool, fnn.Linear(5, 3), dtype=dtype, backend=backend, seed=seed)
+
+
+@pytest.mark.parametrize("variant, dtype, rtol", [("learned+mean", "float64", 1e-10),
+                                                  ("sinusoidal+first", "float32", 2e-4)])
+def test_a_sequence_model_trains_as_on_the_cpu(variant, dtype, rtol):
+    """Integer ids through fit() on the GPU: the same losses, accuracies and weights as on
+    the CPU backend (the embedding gradients are summed in the same order)."""
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 9, (16, 6))
+    y = rng.integers(0, 3, 16)
+    histories, weights = {}, {}
+    for backend in ("numba", "cuda"):
+        model = _sequence_model(backend, dtype, variant)
+        model.compile(optimizer=fnn.Adam(lr=0.01), loss="cross_entropy", metrics=["accuracy"])
+        histories[backend] = model.fit(x, y, epochs=2, batch_size=8, seed=0, verbose=0).history
+        weights[backend] = model.state_dict()
+        if backend == "cuda":
+            labels = model.predict(x)
+            assert type(labels) is np.ndarray and labels.shape == (16,)
+    np.testing.assert_allclose(histories["cuda"]["loss"], histories["numba"]["loss"], rtol=rtol)
+    assert histories["cuda"]["accuracy"] == histories["numba"]["accuracy"]
+    for name, value in weights["numba"].items():
+        np.testing.assert_allclose(weights["cuda"][name], value, rtol=rtol, atol=rtol,
+                                   err_msg=name)
+    assert not weights["cuda"]["0.weight"][0].any()            # the padding row
+
+
+def test_device_ids_through_the_explicit_protocol():
+    from numba import cuda
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 9, (4, 6))
+    gpu, cpu = _sequence_model("cuda", "float64", "learned+mean"), \
+        _sequence_model("numba", "float64", "learned+mean")
+    out = gpu(cuda.to_device(x))
+    np.testing.assert_allclose(out.copy_to_host(), cpu(x), rtol=1e-12)
+    np.testing.assert_allclose(gpu(x).copy_to_host(), cpu(x), rtol=1e-12)   # host ids
+    with pytest.raises(TypeError, match="int64"):
+        gpu(cuda.to_device(x.astype(np.int32)))
+    with pytest.raises(ValueError, match=r"outside \[0, 9\)"):
+        gpu(x + 5)

@@ -325,3 +325,64 @@ def test_bn_training_section_gives_interleaved_rows(tmp_path, capsys):
         ("training step (BN+dropout)", "B=8", "interleaved", 1.0)]
     assert results[0].baseline.startswith("torch ")
     assert "## training step (BN+dropout)" in (tmp_path / "bench-training-bn.md").read_text()
+
+
+# --------------------------------------------------------------------------- sequence
+@pytest.mark.parametrize("direction", ["forward", "backward", "forward+backward"])
+def test_embedding_baselines_compute_fastnns_results(direction):
+    """Fancy indexing and ``np.add.at`` (into a zeroed table) give fastnn's lookup and
+    table gradient, bit for bit (duplicates are added in the same order)."""
+    case = bench.embedding_case(direction, ids=(3, 7), table=(11, 5), dtype=np.float64)
+    fastnn, numpy = case.run["numba"](), case.run["numpy"]()
+    for got, want in zip(fastnn if isinstance(fastnn, tuple) else (fastnn,),
+                         numpy if isinstance(numpy, tuple) else (numpy,)):
+        np.testing.assert_array_equal(got, want)
+    assert np.unique(case.data["ids"]).size < case.data["ids"].size      # duplicates
+
+
+def test_sequence_section_rows(tmp_path):
+    results = bench.run(only=["sequence"], rounds=1, out_dir=str(tmp_path),
+                        kernel_block_seconds=0.002)
+    assert [r.case for r in results] == ["embedding forward", "embedding backward",
+                                         "embedding forward+backward"]
+    assert [r.target for r in results] == [None, 3.0, None]
+    assert "## sequence" in (tmp_path / "bench-sequence.md").read_text()
+
+
+# --------------------------------------------------------------------------- attention
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("direction", ["forward", "forward+backward"])
+def test_attention_baselines_compute_fastnns_results(direction, causal):
+    """The careful NumPy user's attention (and PyTorch's, when installed) gives fastnn's
+    output and gradients; odd sizes, float64."""
+    case = bench.attention_case(direction, (2, 3, 37, 8), causal, dtype=np.float64, torch=True)
+    expected = case.run["numba"]()
+    expected = [a.copy() for a in expected] if isinstance(expected, tuple) else [expected.copy()]
+    for name in ("numpy", "torch"):
+        if name not in case.run:
+            continue
+        got = case.run[name]()
+        got = got if isinstance(got, tuple) else (got,)
+        assert len(got) == len(expected)
+        for g, want in zip(got, expected):
+            g = g.detach().numpy() if hasattr(g, "detach") else g
+            np.testing.assert_allclose(g, want, rtol=1e-10, atol=1e-12)
+
+
+def test_attention_section_rows(tmp_path, monkeypatch):
+    from fastnn.bench import sections
+    monkeypatch.setattr(sections, "ATTENTION_SHAPES", ((1, 2, 9, 8),))
+    results = bench.run(only=["attention"], rounds=1, out_dir=str(tmp_path),
+                        kernel_block_seconds=0.002)
+    baselines = {r.baseline.split()[0] for r in results}
+    assert baselines <= {"numpy", "torch"} and "numpy" in baselines
+    per_case = len(baselines)
+    assert [r.case for r in results[::per_case]] == [
+        "attention forward+backward", "attention forward",
+        "attention causal forward+backward", "attention causal forward"]
+    targets = {(r.case, r.baseline.split()[0]): r.target for r in results}
+    assert targets[("attention forward+backward", "numpy")] == 3.0
+    assert targets[("attention forward", "numpy")] is None
+    if "torch" in baselines:
+        assert targets[("attention causal forward+backward", "torch")] == 1.5
+    assert "## attention" in (tmp_path / "bench-attention.md").read_text()

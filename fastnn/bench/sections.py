@@ -10,8 +10,9 @@ import tempfile
 from dataclasses import dataclass, field
 
 from ..kernels.activations import ACTIVATIONS
+from .attention_cases import ATTENTION_SHAPES, DIRECTIONS, attention_case
 from .cases import (ADAM_TARGETS, BATCHES, activation_case, adam_case, dense_case, dropout_case,
-                    gemm_cases, loss_case, norm_case, optimizer_case)
+                    embedding_case, gemm_cases, loss_case, norm_case, optimizer_case)
 from .isolated import time_in_own_process
 from .report import Result
 from .steps import (BN_DROPOUT, COEXISTING_MATMUL, OPTIONAL, CoexistingMatmul, FastnnStep,
@@ -138,6 +139,42 @@ def norm_section(ctx):
                 yield Result.from_timings(case.group, case.name, case.shape, ctx.threads,
                                           timings["numba"], timings[name], baseline=baseline,
                                           target=target)
+
+
+def sequence_section(ctx):
+    """The embedding lookup and its table gradient for a (32, 128) batch of token ids
+    and a (10000, 256) float32 table: fastnn's kernels against fancy indexing and
+    ``np.add.at`` (target >= 3x on the backward)."""
+    for direction in ("forward", "backward", "forward+backward"):
+        yield kernel_result(ctx, embedding_case(direction), ctx.threads)
+
+
+def attention_section(ctx):
+    """Scaled dot-product attention, forward + backward and forward alone, float32, on
+    issue 11's shapes (8, 8, 512, 64) and (1, 8, 2048, 64), causal and not: fastnn,
+    the careful NumPy user and PyTorch eager ``F.scaled_dot_product_attention`` with
+    autograd, interleaved in one run (targets on forward + backward: 3x NumPy, 1.5x
+    PyTorch)."""
+    with_torch = available("torch")
+    if not with_torch:
+        ctx.say(f"{OPTIONAL['torch']} is not installed: no torch rows in the attention table")
+    labels = {"numpy": "numpy (hand-written)"}
+    if with_torch:
+        labels["torch"] = f"torch {library_version('torch')}"
+    for shape in ATTENTION_SHAPES:
+        for causal in (False, True):
+            for direction in reversed(DIRECTIONS):
+                case = attention_case(direction, shape, causal, torch=with_torch)
+                with threads(ctx.threads):
+                    timings = interleave([Contender(name, fn) for name, fn in case.run.items()],
+                                         ctx.rounds, ctx.kernel_block_seconds)
+                for name, label in labels.items():
+                    if name in timings:
+                        yield Result.from_timings(
+                            case.group, case.name, case.shape, ctx.threads, timings["numba"],
+                            timings[name], flops=case.flops, peak_gflops=ctx.peak_gflops,
+                            baseline=label, target=case.data["targets"][name])
+                del case, timings
 
 
 # --------------------------------------------------------------------------- training step
@@ -328,11 +365,13 @@ SECTIONS = {
     "loss": loss_section,
     "optimizer": optimizer_section,
     "norm": norm_section,
+    "sequence": sequence_section,
     "training": training_section,
     "training-adam": adam_training_section,
     "training-bn": bn_training_section,
     "coexistence": coexistence_section,
+    "attention": attention_section,
     "compile": compile_section,
 }
 #: Sections whose rows report "% of peak", so the FMA peak is measured for them.
-NEEDS_PEAK = {"gemm", "dense", "training", "training-adam", "training-bn"}
+NEEDS_PEAK = {"gemm", "dense", "training", "training-adam", "training-bn", "attention"}

@@ -140,3 +140,26 @@ def test_dropout_forward_backward(benchmark):
     np.testing.assert_array_equal(y, np.where(mask == 1, x * np.float32(2), 0))
     np.testing.assert_array_equal(dx, np.where(mask == 1, dy * np.float32(2), 0))
     assert abs(mask.mean() - 0.5) < 0.01
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_embedding(benchmark, direction):
+    """Embedding lookup / table gradient, (32, 128) ids into a (10000, 256) float32 table
+    (fastnn bench races it against fancy indexing and np.add.at); checked against them."""
+    case = bench.embedding_case(direction)
+    expected = case.run["numpy"]().copy()
+    np.testing.assert_array_equal(benchmark(case.run["numba"]), expected)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("shape", [(8, 8, 512, 64), (1, 8, 2048, 64)], ids=str)
+@pytest.mark.parametrize("direction", ["forward", "forward+backward"])
+def test_attention(benchmark, direction, shape, causal):
+    """Scaled dot-product attention, float32, issue 11's shapes (fastnn bench races it
+    against the careful NumPy user and PyTorch); checked against the NumPy user's."""
+    case = bench.attention_case(direction, shape, causal)
+    expected = case.run["numpy"]()
+    expected = [a.copy() for a in (expected if isinstance(expected, tuple) else (expected,))]
+    result = benchmark(case.run["numba"])
+    for got, want in zip(result if isinstance(result, tuple) else (result,), expected):
+        np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-4)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from ..kernels.activations import ACTIVATIONS
 from .attention_cases import ATTENTION_SHAPES, DIRECTIONS, attention_case
 from .cases import (ADAM_TARGETS, BATCHES, activation_case, adam_case, dense_case, dropout_case,
-                    embedding_case, gemm_cases, loss_case, norm_case, optimizer_case)
+                    gemm_cases, loss_case, norm_case, optimizer_case)
 from .isolated import time_in_own_process
 from .report import Result
 from .steps import (BN_DROPOUT, COEXISTING_MATMUL, OPTIONAL, CoexistingMatmul, FastnnStep,
@@ -139,14 +139,6 @@ def norm_section(ctx):
                 yield Result.from_timings(case.group, case.name, case.shape, ctx.threads,
                                           timings["numba"], timings[name], baseline=baseline,
                                           target=target)
-
-
-def sequence_section(ctx):
-    """The embedding lookup and its table gradient for a (32, 128) batch of token ids
-    and a (10000, 256) float32 table: fastnn's kernels against fancy indexing and
-    ``np.add.at`` (target >= 3x on the backward)."""
-    for direction in ("forward", "backward", "forward+backward"):
-        yield kernel_result(ctx, embedding_case(direction), ctx.threads)
 
 
 def attention_section(ctx):
@@ -365,7 +357,6 @@ SECTIONS = {
     "loss": loss_section,
     "optimizer": optimizer_section,
     "norm": norm_section,
-    "sequence": sequence_section,
     "training": training_section,
     "training-adam": adam_training_section,
     "training-bn": bn_training_section,

@@ -142,15 +142,6 @@ def test_dropout_forward_backward(benchmark):
     assert abs(mask.mean() - 0.5) < 0.01
 
 
-@pytest.mark.parametrize("direction", ["forward", "backward"])
-def test_embedding(benchmark, direction):
-    """Embedding lookup / table gradient, (32, 128) ids into a (10000, 256) float32 table
-    (fastnn bench races it against fancy indexing and np.add.at); checked against them."""
-    case = bench.embedding_case(direction)
-    expected = case.run["numpy"]().copy()
-    np.testing.assert_array_equal(benchmark(case.run["numba"]), expected)
-
-
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("shape", [(8, 8, 512, 64), (1, 8, 2048, 64)], ids=str)
 @pytest.mark.parametrize("direction", ["forward", "forward+backward"])

@@ -20,7 +20,7 @@ def _optimizer_settings(args):
     """(optimiser class, keyword arguments) from the options; a misplaced option is a
     ValueError before anything is loaded."""
     import fastnn as fnn
-    name = args.optimizer
+    name = args.optimizer or ("adam" if args.model == "transformer" else "sgd")
     kwargs = {"lr": DEFAULT_LR[name] if args.lr is None else args.lr}
     if name == "sgd":
         momentum = 0.9 if args.momentum is None else args.momentum
@@ -35,6 +35,39 @@ def _optimizer_settings(args):
     cls = fnn.OPTIMIZERS[name]
     cls(**kwargs)                      # hyperparameter errors now, not after loading MNIST
     return cls, kwargs
+
+
+#: What each ``--model`` trains for when ``--epochs`` is not given.
+DEFAULT_EPOCHS = {"mlp": 10, "transformer": 4}
+#: Options that shape one kind of model only (the others are refused with it).
+MODEL_OPTIONS = {"mlp": ("hidden", "activation", "batchnorm", "init", "bias_init"),
+                 "transformer": ("embed_dim", "heads", "layers", "ff_dim")}
+#: Their values when not given.
+MODEL_DEFAULTS = {"hidden": [512, 256], "activation": "relu", "batchnorm": False,
+                  "init": "he_normal", "bias_init": 0.0,
+                  "embed_dim": 64, "heads": 4, "layers": 2, "ff_dim": 128}
+
+
+def _model_settings(args):
+    """Fills in the model options' defaults; an option of the other kind of model, or a
+    transformer shape that cannot be built, is a ValueError before anything is loaded."""
+    for kind, names in MODEL_OPTIONS.items():
+        for name in names:
+            if getattr(args, name) is None:
+                setattr(args, name, MODEL_DEFAULTS[name])
+            elif kind != args.model:
+                raise ValueError(f"--{name.replace('_', '-')} applies to --model {kind}, "
+                                 f"not {args.model}")
+    if args.epochs is None:
+        args.epochs = DEFAULT_EPOCHS[args.model]
+    if args.model == "transformer":
+        for name in ("embed_dim", "heads", "layers", "ff_dim"):
+            if getattr(args, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got "
+                                 f"{getattr(args, name)}")
+        if args.embed_dim % args.heads:
+            raise ValueError(f"--embed-dim {args.embed_dim} is not divisible by --heads "
+                             f"{args.heads} (each head takes embed_dim / heads features)")
 
 
 def _optimizer(cls, kwargs, model):
@@ -62,6 +95,17 @@ def _mlp_layers(args, widths):
     return layers
 
 
+def _transformer_layers(args, side):
+    """Rows as tokens: Linear(side -> embed_dim), learned positions, ``--layers`` encoder
+    layers (post-norm, GELU feed-forward), mean over the rows, Linear(-> 10)."""
+    import fastnn as fnn
+    layers = [fnn.Linear(side, args.embed_dim), fnn.PositionalEmbedding(side, args.embed_dim)]
+    layers += [fnn.TransformerEncoderLayer(args.embed_dim, args.heads, ff_dim=args.ff_dim,
+                                           dropout=args.dropout, activation="gelu")
+               for _ in range(args.layers)]
+    return layers + [fnn.MeanPool(), fnn.Linear(args.embed_dim, 10)]
+
+
 def _train(args):
     import numba
 
@@ -69,6 +113,7 @@ def _train(args):
 
     if args.threads:
         numba.set_num_threads(args.threads)
+    _model_settings(args)
     optimizer_cls, optimizer_kwargs = _optimizer_settings(args)
     start = time.perf_counter()
     (x_train, y_train), (x_test, y_test) = fnn.load_mnist(args.data, dtype=args.dtype)
@@ -77,14 +122,26 @@ def _train(args):
     print(f"MNIST: {len(x_train):,} training and {len(x_test):,} test images "
           f"(loaded in {time.perf_counter() - start:.1f} s)")
 
-    widths = [x_train.shape[1], *args.hidden, 10]
-    model = fnn.Sequential(*_mlp_layers(args, widths), dtype=args.dtype,
-                           backend=args.backend, seed=args.seed)
+    if args.model == "transformer":
+        # each image as a sequence of its 28 rows of 28 pixels
+        side = int(round(x_train.shape[1] ** 0.5))
+        x_train = x_train.reshape(len(x_train), side, side)
+        x_test = x_test.reshape(len(x_test), side, side)
+        layers = _transformer_layers(args, side)
+        description = (f"transformer: rows of {side} pixels -> {args.embed_dim} wide, "
+                       f"{args.layers} encoder layer(s), {args.heads} heads, "
+                       f"feed-forward {args.ff_dim}, dropout {args.dropout:g}, mean pool")
+    else:
+        widths = [x_train.shape[1], *args.hidden, 10]
+        layers = _mlp_layers(args, widths)
+        extras = "".join([", BatchNorm" if args.batchnorm else "",
+                          f", dropout {args.dropout:g}" if args.dropout else ""])
+        description = (f"MLP {'-'.join(map(str, widths))} ({args.activation}, "
+                       f"{args.init}{extras})")
+    model = fnn.Sequential(*layers, dtype=args.dtype, backend=args.backend, seed=args.seed)
     model.compile(optimizer=_optimizer(optimizer_cls, optimizer_kwargs, model),
                   loss="cross_entropy", metrics=["accuracy"])
-    extras = "".join([", BatchNorm" if args.batchnorm else "",
-                      f", dropout {args.dropout:g}" if args.dropout else ""])
-    print(f"model: MLP {'-'.join(map(str, widths))} ({args.activation}, {args.init}{extras}), "
+    print(f"model: {description}, "
           f"{args.dtype}, backend {fnn.get_backend(args.backend).name}, "
           f"{numba.get_num_threads()} thread(s); {model.optimizer!r}, "
           f"batch {args.batch_size}, {args.epochs} epochs")
@@ -109,10 +166,16 @@ def main(argv=None):
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train an MLP on MNIST and report accuracy",
                                 formatter_class=_HelpFormatter)
-    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--model", default="mlp", choices=["mlp", "transformer"],
+                       help="an MLP on the 784 pixels, or a transformer encoder reading each "
+                            "image as a sequence of its 28 rows")
+    train.add_argument("--epochs", type=int, default=None,
+                       help="default " + ", ".join(f"{v} ({k})"
+                                                   for k, v in DEFAULT_EPOCHS.items()))
     train.add_argument("--batch-size", type=int, default=128)
-    train.add_argument("--optimizer", default="sgd", choices=sorted(DEFAULT_LR),
-                       help="PyTorch's update rules and defaults, except --lr")
+    train.add_argument("--optimizer", default=None, choices=sorted(DEFAULT_LR),
+                       help="PyTorch's update rules and defaults, except --lr; default sgd "
+                            "(mlp), adam (transformer)")
     train.add_argument("--lr", type=float, default=None,
                        help="learning rate; default " + ", ".join(
                            f"{k} {v:g}" for k, v in DEFAULT_LR.items()))
@@ -123,14 +186,26 @@ def main(argv=None):
                        help="on the weight matrices, not the biases; default: the "
                             "optimizer's (adamw 0.01, the others 0)")
     train.add_argument("--hidden", type=lambda s: [int(w) for w in s.split(",") if w],
-                       default=[512, 256], help="hidden layer widths, comma separated")
-    train.add_argument("--activation", default="relu")
-    train.add_argument("--batchnorm", action="store_true",
+                       default=None, help="mlp: hidden layer widths, comma separated "
+                                          "(default 512,256)")
+    train.add_argument("--activation", default=None,
+                       help="mlp: hidden activation (default relu)")
+    train.add_argument("--batchnorm", action="store_const", const=True, default=None,
                        help="BatchNorm1d after each hidden Linear layer (before the activation)")
     train.add_argument("--dropout", type=float, default=0.0,
-                       help="Dropout with this probability after each hidden activation")
-    train.add_argument("--init", default="he_normal")
-    train.add_argument("--bias-init", type=float, default=0.0)
+                       help="Dropout with this probability after each hidden activation (mlp), "
+                            "in the encoder layers (transformer)")
+    train.add_argument("--embed-dim", type=int, default=None,
+                       help="transformer: token width (default 64)")
+    train.add_argument("--heads", type=int, default=None,
+                       help="transformer: attention heads (default 4)")
+    train.add_argument("--layers", type=int, default=None,
+                       help="transformer: encoder layers (default 2)")
+    train.add_argument("--ff-dim", type=int, default=None,
+                       help="transformer: feed-forward width (default 128)")
+    train.add_argument("--init", default=None,
+                       help="mlp: weight initialisation (default he_normal)")
+    train.add_argument("--bias-init", type=float, default=None, help="mlp: (default 0)")
     train.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     train.add_argument("--backend", default="numba", choices=["numba", "numpy", "cuda"])
     train.add_argument("--seed", type=int, default=0)

@@ -62,3 +62,32 @@ def test_train_with_batchnorm_and_dropout_builds_that_model():
     assert "BatchNorm, dropout 0.2" in result.stdout and "test accuracy" in result.stdout
     bad = _fastnn("train", "--dropout", "1.5", "--limit", "10", "--epochs", "1")
     assert bad.returncode == 2 and "p must be <= 1" in bad.stderr
+
+
+def test_train_transformer_reads_images_as_sequences_of_rows(tmp_path):
+    from mnist_fakes import make_raw, write_idx_dir
+    write_idx_dir(tmp_path / "mnist", make_raw())
+    result = _fastnn("train", "--data", str(tmp_path / "mnist"), "--model", "transformer",
+                     "--embed-dim", "8", "--heads", "2", "--layers", "1", "--ff-dim", "16",
+                     "--epochs", "2", "--batch-size", "8", "--verbose", "0")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert ("transformer: rows of 28 pixels -> 8 wide, 1 encoder layer(s), 2 heads, "
+            "feed-forward 16" in out)
+    assert "Adam(lr=0.001," in out and "2 epochs" in out          # the transformer defaults
+    assert out.count("epoch ") == 2 and "test accuracy" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "transformer", "--embed-dim", "10", "--heads", "4"],
+     "--embed-dim 10 is not divisible by --heads 4"),
+    (["--model", "transformer", "--layers", "0"], "--layers must be >= 1"),
+    (["--model", "transformer", "--hidden", "32"], "--hidden applies to --model mlp"),
+    (["--model", "transformer", "--batchnorm"], "--batchnorm applies to --model mlp"),
+    (["--heads", "2"], "--heads applies to --model transformer, not mlp"),
+])
+def test_train_model_options_are_checked_before_loading(args, message):
+    result = _fastnn("train", *args, "--limit", "10", "--epochs", "1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert message in result.stderr
+    assert "MNIST" not in result.stdout

@@ -90,21 +90,20 @@ def _check_qkv(q, k, v):
     if len(dtypes) > 1:
         raise TypeError(f"q, k and v must have one dtype, got {q.dtype}, {k.dtype} and "
                         f"{v.dtype}; convert them with .astype(...)")
-    if not len(q.shape) == len(k.shape) == len(v.shape):
-        raise ValueError(f"q, k and v must have the same number of axes, got shapes "
-                         f"{_shape_text(q.shape)}, {_shape_text(k.shape)} and "
-                         f"{_shape_text(v.shape)}")
-    lead = "(batch, heads)" if len(q.shape) == 4 else "batch"
-    if not tuple(q.shape[:-2]) == tuple(k.shape[:-2]) == tuple(v.shape[:-2]):
-        raise ValueError(f"q, k and v must agree on {lead}: got shapes "
-                         f"{_shape_text(q.shape)}, {_shape_text(k.shape)} and "
-                         f"{_shape_text(v.shape)}")
-    if q.shape[-1] != k.shape[-1]:
+    # plain tuples: the CUDA simulator's device-array shapes reject negative indices
+    qs, ks, vs = (tuple(int(n) for n in x.shape) for x in (q, k, v))
+    shapes = f"{_shape_text(qs)}, {_shape_text(ks)} and {_shape_text(vs)}"
+    if not len(qs) == len(ks) == len(vs):
+        raise ValueError(f"q, k and v must have the same number of axes, got shapes {shapes}")
+    lead = "(batch, heads)" if len(qs) == 4 else "batch"
+    if not qs[:-2] == ks[:-2] == vs[:-2]:
+        raise ValueError(f"q, k and v must agree on {lead}: got shapes {shapes}")
+    if qs[-1] != ks[-1]:
         raise ValueError(f"q and k must have the same feature size d (their last axis): got "
-                         f"{q.shape[-1]} and {k.shape[-1]}")
-    if k.shape[-2] != v.shape[-2]:
+                         f"{qs[-1]} and {ks[-1]}")
+    if ks[-2] != vs[-2]:
         raise ValueError(f"k and v must have the same sequence length (their second-last "
-                         f"axis): got {k.shape[-2]} and {v.shape[-2]}")
+                         f"axis): got {ks[-2]} and {vs[-2]}")
     return q, k, v, len(q.shape) == 3
 
 

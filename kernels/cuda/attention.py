@@ -7,11 +7,11 @@ docstrings.  Straightforward tiled kernels, no atomics: every sum is taken in a 
 order, so results depend on the shape only.
 
 Forward: **one block per (batch, head, tile of** :data:`ROWS` **queries), a thread per
-query**, with the online softmax over tiles of :data:`TILE` keys.  The block stages each
-key tile in shared memory :data:`DC` features at a time (a warp reads consecutive
-features of a key: coalesced; every thread then reads the same element: a broadcast);
-each thread keeps its row's running maximum and sum and the ``TILE`` probabilities of the
-tile in registers, and rescales and accumulates its output row in place.
+query**, with the online softmax over tiles of :data:`TILE` keys (:data:`TILE_FLOAT64`
+in float64).  The block stages each key tile in shared memory :data:`DC` features at a
+time (a warp reads consecutive features of a key: coalesced; every thread then reads the
+same element: a broadcast); each thread keeps its row's running maximum and sum and the
+tile's probabilities in registers, and rescales and accumulates its output row in place.
 
 Backward, two launches (in that order, on the default stream):
 
@@ -19,7 +19,7 @@ Backward, two launches (in that order, on the default stream):
   ``P = exp(x - lse)``, ``dP = dout . v`` and ``dS = scale * P * (dP - D)`` for its row
   and accumulates ``dq``; it also writes ``D_i = dout_i . out_i`` for the second launch.
 * ``attention_dkv``: **one block per (batch, head, tile of** :data:`ROWS` **keys), a
-  thread per key**, over tiles of :data:`TILE` queries staged in shared memory likewise: ``dv_j +=
+  thread per key**, over tiles of queries staged in shared memory likewise: ``dv_j +=
   sum_i P_ij dout_i``, ``dk_j += sum_i dS_ij q_i``.
 
 Boolean and additive masks are separate specialisations (the kernels take the mask flat,
@@ -40,14 +40,18 @@ __all__ = ["attention_forward", "attention_backward"]
 #: ``attention_dkv`` (one warp).
 ROWS = 32
 #: Rows of the other operand per shared-memory tile (keys, or queries in
-#: ``attention_dkv``).  Each thread keeps two values per row in registers: with 32 rows
-#: the float64 ``attention_dq`` needed 255 registers and spilled.
+#: ``attention_dkv``), float32.  Each thread keeps two values per row in registers: with
+#: 32 rows the float64 ``attention_dq`` needed 255 registers and spilled.
 TILE = 16
+#: The same for float64: with 16 rows the float64 ``attention_dkv`` used 254-255 of the
+#: 255 registers (no spill, but none to spare); with 8 it needs ~170 (sm_80/sm_90).
+TILE_FLOAT64 = 8
 #: Features per shared-memory chunk of a tile.
 DC = 32
 
 
 def _make_kernels(dtype, bool_mask):
+    tile_rows = TILE if dtype == numba.float32 else TILE_FLOAT64
     zero = dtype(0)
     one = dtype(1)
     neg_inf = dtype(-np.inf)
@@ -62,7 +66,7 @@ def _make_kernels(dtype, bool_mask):
     @cuda.jit(device=True, inline="always")
     def stage(tile, src, b, h, r0, n_rows, c0, n_cols, tid, n_threads):
         """``tile[r, c] = src[b, h, r0 + r, c0 + c]`` (0 outside), all threads."""
-        for e in range(tid, TILE * DC, n_threads):
+        for e in range(tid, tile_rows * DC, n_threads):
             r = e // DC
             c = e - r * DC
             tile[r, c] = src[b, h, r0 + r, c0 + c] if r0 + r < n_rows and c0 + c < n_cols \
@@ -74,23 +78,54 @@ def _make_kernels(dtype, bool_mask):
         for c in range(DC):
             if c0 + c < n_cols:
                 x = src[b, h, i, c0 + c]
-                for j in range(TILE):
+                for j in range(tile_rows):
                     acc[j] += x * tile[j, c]
+
+    @cuda.jit(device=True, inline="always")
+    def tile_dots(acc, src, b, h, i, tile, other, r0, n_rows, n_cols, tid):
+        """``acc[j] = src[b, h, i, :n_cols] . other[b, h, r0 + j, :n_cols]`` for the tile's
+        rows (0 past ``n_rows``), staging ``other`` chunk by chunk; all threads."""
+        for j in range(tile_rows):
+            acc[j] = zero
+        for c0 in range(0, n_cols, DC):
+            stage(tile, other, b, h, r0, n_rows, c0, n_cols, tid, ROWS)
+            cuda.syncthreads()
+            row_dots(acc, src, b, h, i, tile, c0, n_cols)
+            cuda.syncthreads()
+
+    @cuda.jit(device=True, inline="always")
+    def tile_accumulate(dst, b, h, i, active, decay, coef, tile, src, r0, n_rows, n_cols, tid):
+        """``dst[b, h, i, c] = decay * dst[b, h, i, c] + sum_j coef[j] * src[b, h, r0 + j, c]``
+        for ``c < n_cols`` (written by active threads), staging ``src``; all threads."""
+        for c0 in range(0, n_cols, DC):
+            stage(tile, src, b, h, r0, n_rows, c0, n_cols, tid, ROWS)
+            cuda.syncthreads()
+            if active:
+                for c in range(min(DC, n_cols - c0)):
+                    acc = dst[b, h, i, c0 + c] * decay
+                    for j in range(tile_rows):
+                        acc += coef[j] * tile[j, c]
+                    dst[b, h, i, c0 + c] = acc
+            cuda.syncthreads()
+
+    @cuda.jit(device=True, inline="always")
+    def locate(block, n_tiles, n_h):
+        """``(b, h, first row)`` of a block's tile of ``ROWS`` rows."""
+        bh = block // n_tiles
+        b = bh // n_h
+        return b, bh - b * n_h, (block - bh * n_tiles) * ROWS
 
     def attention_forward_kernel(q, k, v, mask, mask_strides, causal, scale, out, lse):
         n_b, n_h, sq, d = q.shape
         sk = k.shape[2]
         dv = v.shape[3]
         n_tiles = (sq + ROWS - 1) // ROWS
-        tile = cuda.shared.array((TILE, DC), dtype)
-        p = cuda.local.array(TILE, dtype)
+        tile = cuda.shared.array((tile_rows, DC), dtype)
+        p = cuda.local.array(tile_rows, dtype)
         tid = cuda.threadIdx.x
         has_mask = mask.size > 0
         for block in range(cuda.blockIdx.x, n_b * n_h * n_tiles, cuda.gridDim.x):
-            bh = block // n_tiles
-            b = bh // n_h
-            h = bh - b * n_h
-            q0 = (block - bh * n_tiles) * ROWS
+            b, h, q0 = locate(block, n_tiles, n_h)
             i = q0 + tid
             active = i < sq
             ic = i if active else sq - 1            # inactive threads read a valid row
@@ -101,16 +136,10 @@ def _make_kernels(dtype, bool_mask):
                     out[b, h, i, c] = zero
             k_end = min(sk, q0 + ROWS) if causal else sk
             mask_row = mask_strides[0] * b + mask_strides[1] * h + mask_strides[2] * ic
-            for j0 in range(0, k_end, TILE):
-                for j in range(TILE):
-                    p[j] = zero
-                for c0 in range(0, d, DC):
-                    stage(tile, k, b, h, j0, sk, c0, d, tid, ROWS)
-                    cuda.syncthreads()
-                    row_dots(p, q, b, h, ic, tile, c0, d)
-                    cuda.syncthreads()
+            for j0 in range(0, k_end, tile_rows):
+                tile_dots(p, q, b, h, ic, tile, k, j0, sk, d, tid)
                 best = neg_inf
-                for j in range(TILE):
+                for j in range(tile_rows):
                     key = j0 + j
                     x = p[j] * scale
                     if has_mask and key < k_end:
@@ -123,22 +152,13 @@ def _make_kernels(dtype, bool_mask):
                 shift = m_new if m_new != neg_inf else zero   # all masked so far: P = 0
                 alpha = math.exp(m - shift)
                 total = zero
-                for j in range(TILE):
+                for j in range(tile_rows):
                     e = math.exp(p[j] - shift)
                     p[j] = e
                     total += e
                 l = l * alpha + total
                 m = m_new
-                for c0 in range(0, dv, DC):
-                    stage(tile, v, b, h, j0, sk, c0, dv, tid, ROWS)
-                    cuda.syncthreads()
-                    if active:
-                        for c in range(min(DC, dv - c0)):
-                            acc = out[b, h, i, c0 + c] * alpha
-                            for j in range(TILE):
-                                acc += p[j] * tile[j, c]
-                            out[b, h, i, c0 + c] = acc
-                    cuda.syncthreads()
+                tile_accumulate(out, b, h, i, active, alpha, p, tile, v, j0, sk, dv, tid)
             if active:
                 inv = zero if l == zero else one / l
                 for c in range(dv):
@@ -151,16 +171,13 @@ def _make_kernels(dtype, bool_mask):
         sk = k.shape[2]
         dv = v.shape[3]
         n_tiles = (sq + ROWS - 1) // ROWS
-        tile = cuda.shared.array((TILE, DC), dtype)
-        p = cuda.local.array(TILE, dtype)
-        dp = cuda.local.array(TILE, dtype)
+        tile = cuda.shared.array((tile_rows, DC), dtype)
+        p = cuda.local.array(tile_rows, dtype)
+        dp = cuda.local.array(tile_rows, dtype)
         tid = cuda.threadIdx.x
         has_mask = mask.size > 0
         for block in range(cuda.blockIdx.x, n_b * n_h * n_tiles, cuda.gridDim.x):
-            bh = block // n_tiles
-            b = bh // n_h
-            h = bh - b * n_h
-            q0 = (block - bh * n_tiles) * ROWS
+            b, h, q0 = locate(block, n_tiles, n_h)
             i = q0 + tid
             active = i < sq
             ic = i if active else sq - 1
@@ -175,21 +192,10 @@ def _make_kernels(dtype, bool_mask):
                     dq[b, h, i, c] = zero
             k_end = min(sk, q0 + ROWS) if causal else sk
             mask_row = mask_strides[0] * b + mask_strides[1] * h + mask_strides[2] * ic
-            for j0 in range(0, k_end, TILE):
-                for j in range(TILE):
-                    p[j] = zero
-                    dp[j] = zero
-                for c0 in range(0, d, DC):
-                    stage(tile, k, b, h, j0, sk, c0, d, tid, ROWS)
-                    cuda.syncthreads()
-                    row_dots(p, q, b, h, ic, tile, c0, d)
-                    cuda.syncthreads()
-                for c0 in range(0, dv, DC):
-                    stage(tile, v, b, h, j0, sk, c0, dv, tid, ROWS)
-                    cuda.syncthreads()
-                    row_dots(dp, dout, b, h, ic, tile, c0, dv)
-                    cuda.syncthreads()
-                for j in range(TILE):
+            for j0 in range(0, k_end, tile_rows):
+                tile_dots(p, q, b, h, ic, tile, k, j0, sk, d, tid)
+                tile_dots(dp, dout, b, h, ic, tile, v, j0, sk, dv, tid)
+                for j in range(tile_rows):
                     key = j0 + j
                     x = p[j] * scale
                     if has_mask and key < k_end:
@@ -197,16 +203,7 @@ def _make_kernels(dtype, bool_mask):
                     if key >= k_end or (causal and key > ic):
                         x = neg_inf
                     p[j] = scale * math.exp(x - shift) * (dp[j] - dot)    # dS
-                for c0 in range(0, d, DC):
-                    stage(tile, k, b, h, j0, sk, c0, d, tid, ROWS)
-                    cuda.syncthreads()
-                    if active:
-                        for c in range(min(DC, d - c0)):
-                            acc = dq[b, h, i, c0 + c]
-                            for j in range(TILE):
-                                acc += p[j] * tile[j, c]
-                            dq[b, h, i, c0 + c] = acc
-                    cuda.syncthreads()
+                tile_accumulate(dq, b, h, i, active, one, p, tile, k, j0, sk, d, tid)
 
     def attention_dkv_kernel(dout, q, k, v, lse, delta, mask, mask_strides, causal, scale,
                              dk, dv_out):
@@ -214,16 +211,13 @@ def _make_kernels(dtype, bool_mask):
         sk = k.shape[2]
         dv = v.shape[3]
         n_tiles = (sk + ROWS - 1) // ROWS
-        tile = cuda.shared.array((TILE, DC), dtype)
-        p = cuda.local.array(TILE, dtype)
-        dp = cuda.local.array(TILE, dtype)
+        tile = cuda.shared.array((tile_rows, DC), dtype)
+        p = cuda.local.array(tile_rows, dtype)
+        dp = cuda.local.array(tile_rows, dtype)
         tid = cuda.threadIdx.x
         has_mask = mask.size > 0
         for block in range(cuda.blockIdx.x, n_b * n_h * n_tiles, cuda.gridDim.x):
-            bh = block // n_tiles
-            b = bh // n_h
-            h = bh - b * n_h
-            k0 = (block - bh * n_tiles) * ROWS
+            b, h, k0 = locate(block, n_tiles, n_h)
             j = k0 + tid
             active = j < sk
             jc = j if active else sk - 1
@@ -234,22 +228,11 @@ def _make_kernels(dtype, bool_mask):
                     dv_out[b, h, j, c] = zero
             mask_col = mask_strides[0] * b + mask_strides[1] * h + mask_strides[3] * jc
             # under the causal mask no query before the first key of the tile sees it
-            i_start = (k0 // TILE) * TILE if causal else 0
-            for i0 in range(i_start, sq, TILE):
-                for i in range(TILE):
-                    p[i] = zero
-                    dp[i] = zero
-                for c0 in range(0, d, DC):
-                    stage(tile, q, b, h, i0, sq, c0, d, tid, ROWS)
-                    cuda.syncthreads()
-                    row_dots(p, k, b, h, jc, tile, c0, d)
-                    cuda.syncthreads()
-                for c0 in range(0, dv, DC):
-                    stage(tile, dout, b, h, i0, sq, c0, dv, tid, ROWS)
-                    cuda.syncthreads()
-                    row_dots(dp, v, b, h, jc, tile, c0, dv)
-                    cuda.syncthreads()
-                for i in range(TILE):
+            i_start = (k0 // tile_rows) * tile_rows if causal else 0
+            for i0 in range(i_start, sq, tile_rows):
+                tile_dots(p, k, b, h, jc, tile, q, i0, sq, d, tid)
+                tile_dots(dp, v, b, h, jc, tile, dout, i0, sq, dv, tid)
+                for i in range(tile_rows):
                     query = i0 + i
                     qc = query if query < sq else sq - 1
                     x = p[i] * scale
@@ -262,26 +245,8 @@ def _make_kernels(dtype, bool_mask):
                     prob = math.exp(x - shift)
                     p[i] = prob                                          # P
                     dp[i] = scale * prob * (dp[i] - delta[b, h, qc])      # dS
-                for c0 in range(0, dv, DC):
-                    stage(tile, dout, b, h, i0, sq, c0, dv, tid, ROWS)
-                    cuda.syncthreads()
-                    if active:
-                        for c in range(min(DC, dv - c0)):
-                            acc = dv_out[b, h, j, c0 + c]
-                            for i in range(TILE):
-                                acc += p[i] * tile[i, c]
-                            dv_out[b, h, j, c0 + c] = acc
-                    cuda.syncthreads()
-                for c0 in range(0, d, DC):
-                    stage(tile, q, b, h, i0, sq, c0, d, tid, ROWS)
-                    cuda.syncthreads()
-                    if active:
-                        for c in range(min(DC, d - c0)):
-                            acc = dk[b, h, j, c0 + c]
-                            for i in range(TILE):
-                                acc += dp[i] * tile[i, c]
-                            dk[b, h, j, c0 + c] = acc
-                    cuda.syncthreads()
+                tile_accumulate(dv_out, b, h, j, active, one, p, tile, dout, i0, sq, dv, tid)
+                tile_accumulate(dk, b, h, j, active, one, dp, tile, q, i0, sq, d, tid)
 
     suffix = "_boolmask" if bool_mask else ""
     functions = []

@@ -1,5 +1,5 @@
-"""asv: GEMM layouts, activations, losses and optimiser updates, Numba vs NumPy
-(Adam also vs PyTorch's foreach Adam)."""
+"""asv: GEMM layouts, activations, losses, optimiser updates, normalisation, dropout and
+embeddings, Numba vs NumPy (Adam also vs PyTorch's foreach Adam)."""
 from fastnn import bench
 from fastnn.kernels.activations import ACTIVATIONS
 
@@ -141,4 +141,19 @@ class Dropout:
         self.fn()
 
     def time_forward_backward(self, contender):
+        self.fn()
+
+
+class Embedding:
+    """Embedding lookup and table gradient: (32, 128) token ids into a (10000, 256)
+    float32 table; fastnn's kernels against fancy indexing and np.add.at (issue 11
+    target: backward >= 3x)."""
+    params = (["forward", "backward", "forward+backward"], BACKENDS)
+    param_names = ["direction", "backend"]
+
+    def setup(self, direction, backend):
+        self.fn = bench.embedding_case(direction).run[backend]
+        self.fn()
+
+    def time_embedding(self, direction, backend):
         self.fn()

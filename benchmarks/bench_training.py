@@ -96,6 +96,24 @@ class BatchNormDropoutTrainingStep:
         self.fn()
 
 
+class TransformerTrainingStep:
+    """The step of ``fastnn train --model transformer`` (MNIST rows as 28 tokens, two
+    encoder layers of width 64, Adam) at its batch of 128: fastnn, and PyTorch eager from
+    the same weights (skipped without PyTorch); fastnn bench's training-transformer."""
+    params = (["fastnn", "torch"],)
+    param_names = ["contender"]
+
+    def setup(self, contender):
+        try:
+            self.fn = bench.make_contender(f"{contender}-transformer", 128).fn
+        except ImportError:
+            raise NotImplementedError("PyTorch is not installed")
+        self.fn()
+
+    def time_step(self, contender):
+        self.fn()
+
+
 class FirstCall:
     """Seconds from a fresh interpreter to the end of the first training step."""
     timeout = 600

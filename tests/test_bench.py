@@ -327,6 +327,28 @@ def test_bn_training_section_gives_interleaved_rows(tmp_path, capsys):
     assert "## training step (BN+dropout)" in (tmp_path / "bench-training-bn.md").read_text()
 
 
+# --------------------------------------------------------------------------- sequence
+@pytest.mark.parametrize("direction", ["forward", "backward", "forward+backward"])
+def test_embedding_baselines_compute_fastnns_results(direction):
+    """Fancy indexing and ``np.add.at`` (into a zeroed table) give fastnn's lookup and
+    table gradient, bit for bit (duplicates are added in the same order)."""
+    case = bench.embedding_case(direction, ids=(3, 7), table=(11, 5), dtype=np.float64)
+    fastnn, numpy = case.run["numba"](), case.run["numpy"]()
+    for got, want in zip(fastnn if isinstance(fastnn, tuple) else (fastnn,),
+                         numpy if isinstance(numpy, tuple) else (numpy,)):
+        np.testing.assert_array_equal(got, want)
+    assert np.unique(case.data["ids"]).size < case.data["ids"].size      # duplicates
+
+
+def test_sequence_section_rows(tmp_path):
+    results = bench.run(only=["sequence"], rounds=1, out_dir=str(tmp_path),
+                        kernel_block_seconds=0.002)
+    assert [r.case for r in results] == ["embedding forward", "embedding backward",
+                                         "embedding forward+backward"]
+    assert [r.target for r in results] == [None, 3.0, None]
+    assert "## sequence" in (tmp_path / "bench-sequence.md").read_text()
+
+
 # --------------------------------------------------------------------------- attention
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("direction", ["forward", "forward+backward"])

@@ -7,7 +7,7 @@
   step, fastnn's NumPy backend, PyTorch eager, JAX jit), and of fastnn and PyTorch on the
   network with BatchNorm + dropout hidden layers ("fastnn-bn", "torch-bn").
 - :mod:`.cases`: the kernel cases (GEMM, dense layer, activations, loss, optimiser,
-  normalisation, dropout), shared with the asv suites and the pytest-benchmark tests;
+  normalisation, dropout, embedding), shared with the asv suites and the pytest-benchmark tests;
   :mod:`.optimizers`: the Adam baselines (a careful NumPy user's, PyTorch's foreach
   Adam); :mod:`.norm_baselines`: the normalisation and dropout baselines (a careful NumPy
   user's, PyTorch's functional ops with autograd); :mod:`.attention_cases`: the attention
@@ -19,7 +19,8 @@
 """
 from .attention_cases import NumpyAttention, TorchAttention, attention_case
 from .cases import (BATCHES, NORM_SHAPE, Case, activation_case, adam_case, dense_case,
-                    dropout_case, gemm_case, gemm_cases, loss_case, norm_case, optimizer_case,
+                    dropout_case, embedding_case, gemm_case, gemm_cases, loss_case, norm_case,
+                    optimizer_case,
                     torch_step_case, training_step_case)
 from .environment import environment, fma_peak_gflops, measure_fma_peak
 from .numpy_step import NumpyMLPStep
@@ -37,6 +38,7 @@ __all__ = [
     "activation_case", "adam_case", "add_arguments", "compare", "compile_times", "dense_case",
     "environment", "fma_peak_gflops", "gemm_case", "gemm_cases", "interleave", "loss_case", "make_contender",
     "measure_fma_peak", "mlp", "NORM_SHAPE", "dropout_case", "norm_case", "optimizer_case",
+    "embedding_case",
     "run", "run_from_args", "to_markdown",
     "torch_step_case", "training_step_case",
 ]

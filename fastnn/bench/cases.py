@@ -247,6 +247,58 @@ def dropout_case(shape=NORM_SHAPE, p=0.5, dtype=np.float32, target=3.0, torch=Fa
                 run, target=target, data={"x": x, "dy": dy, "p": p, "torch_target": None})
 
 
+#: The embedding case: a (batch, seq) batch of token ids into a (vocabulary, dim) table.
+EMBEDDING_SHAPE = {"ids": (32, 128), "table": (10000, 256)}
+#: Issue 11's target on the backward (against np.add.at); none on the forward.
+EMBEDDING_TARGETS = {"forward": None, "backward": 3.0, "forward+backward": None}
+
+
+def embedding_case(direction, ids=EMBEDDING_SHAPE["ids"], table=EMBEDDING_SHAPE["table"],
+                   dtype=np.float32):
+    """The embedding lookup (``"forward"``), its table gradient (``"backward"``: the
+    scatter-add of PyTorch's dense gradient, into a zeroed table) or both.
+
+    ``run["numba"]``: fastnn's kernels (``embedding_forward``/``embedding_backward``,
+    ``accumulate=False``: unused rows zeroed in the same pass); ``run["numpy"]``: what a
+    NumPy user writes, fancy indexing ``W[ids]`` and ``dW[...] = 0; np.add.at(dW, ids,
+    dout)``.  Each returns its outputs: ``out``, ``dW`` or ``(out, dW)``.  Ids are drawn
+    from a Zipf law (token frequencies: many duplicates) clipped to the vocabulary."""
+    from ..backends import get_backend
+    rng = _rng()
+    n_table, dim = table
+    flat = np.minimum(rng.zipf(1.2, int(np.prod(ids))) - 1, n_table - 1).astype(np.int64)
+    weight = rng.standard_normal(table).astype(dtype)
+    dout = rng.standard_normal((flat.size, dim)).astype(dtype)
+    ops = get_backend("numba")
+    out, dweight = np.empty((flat.size, dim), dtype), np.empty(table, dtype)
+    numpy_dweight = np.empty(table, dtype)
+
+    def fastnn_forward():
+        return ops.embedding_forward(weight, flat, out)
+
+    def fastnn_backward():
+        return ops.embedding_backward(dout, flat, dweight, False)
+
+    def numpy_forward():
+        return weight[flat]
+
+    def numpy_backward():
+        numpy_dweight[...] = 0
+        np.add.at(numpy_dweight, flat, dout)
+        return numpy_dweight
+
+    run = {"forward": {"numba": fastnn_forward, "numpy": numpy_forward},
+           "backward": {"numba": fastnn_backward, "numpy": numpy_backward},
+           "forward+backward": {"numba": lambda: (fastnn_forward(), fastnn_backward()),
+                                "numpy": lambda: (numpy_forward(), numpy_backward())}}
+    if direction not in run:
+        raise ValueError(f"unknown direction {direction!r}; choose {', '.join(run)}")
+    shape = f"ids {ids[0]}x{ids[1]}, table {n_table}x{dim}"
+    return Case("sequence", f"embedding {direction}", shape, run[direction],
+                target=EMBEDDING_TARGETS[direction],
+                data={"weight": weight, "ids": flat, "dout": dout})
+
+
 def training_step_case(batch, target=None, dtype=np.float32):
     """One SGD-momentum step of the 784-512-256-10 MLP with softmax cross-entropy, on
     fastnn's Numba backend (``run["numba"]``) and its NumPy backend (``run["numpy"]``);

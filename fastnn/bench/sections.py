@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from ..kernels.activations import ACTIVATIONS
 from .attention_cases import ATTENTION_SHAPES, DIRECTIONS, attention_case
 from .cases import (ADAM_TARGETS, BATCHES, activation_case, adam_case, dense_case, dropout_case,
-                    gemm_cases, loss_case, norm_case, optimizer_case)
+                    embedding_case, gemm_cases, loss_case, norm_case, optimizer_case)
 from .isolated import time_in_own_process
 from .report import Result
 from .steps import (BN_DROPOUT, COEXISTING_MATMUL, OPTIONAL, CoexistingMatmul, FastnnStep,
@@ -141,6 +141,14 @@ def norm_section(ctx):
                                           target=target)
 
 
+def sequence_section(ctx):
+    """The embedding lookup and its table gradient for a (32, 128) batch of token ids
+    and a (10000, 256) float32 table: fastnn's kernels against fancy indexing and
+    ``np.add.at`` (target >= 3x on the backward)."""
+    for direction in ("forward", "backward", "forward+backward"):
+        yield kernel_result(ctx, embedding_case(direction), ctx.threads)
+
+
 def attention_section(ctx):
     """Scaled dot-product attention, forward + backward and forward alone, float32, on
     issue 11's shapes (8, 8, 512, 64) and (1, 8, 2048, 64), causal and not: fastnn,
@@ -255,41 +263,61 @@ def adam_training_section(ctx):
                                   baseline=label, target=1.0, mode="interleaved")
 
 
+def _torch_pair_section(ctx, fastnn_name, torch_name, table, case, batches, flops, what):
+    """fastnn's contender ``fastnn_name`` against PyTorch's ``torch_name`` per batch
+    size (target >= 1.0x): alternating blocks in this process, then each alone in a
+    process of its own.  ``table``/``case``: the rows' section and case names;
+    ``flops(batch)``: the step's matrix-product FLOPs; ``what``: the table, for the
+    message when PyTorch is missing."""
+    if not available(torch_name):
+        ctx.say(f"{OPTIONAL[torch_name]} is not installed: no {what} table")
+        return
+    label = f"torch {library_version(torch_name)} eager"
+
+    def result(batch, fastnn, torch, mode):
+        return Result.from_timings(table, case, f"B={batch}", ctx.threads, fastnn, torch,
+                                   flops=flops(batch), peak_gflops=ctx.peak_gflops,
+                                   baseline=label, target=1.0, mode=mode)
+
+    for batch in batches:
+        fastnn = make_contender(fastnn_name, batch)
+        torch = make_contender(torch_name, batch)
+        with threads(ctx.threads):
+            timings = interleave([fastnn, torch], ctx.rounds, ctx.step_block_seconds,
+                                 ctx.step_min_calls)
+        yield result(batch, timings[fastnn_name], timings[torch_name], "interleaved")
+        del fastnn, torch
+    if not ctx.own_process:
+        return
+    own = _own_process(ctx, [fastnn_name, torch_name], batches)
+    if len(own) == 2:
+        for batch in batches:
+            yield result(batch, own[fastnn_name][batch], own[torch_name][batch],
+                         "own process")
+
+
 def bn_training_section(ctx):
     """The step of the network whose hidden layers are ``Linear(bias=False) ->
     BatchNorm1d -> ReLU -> Dropout(0.2)`` (SGD with momentum 0.9, lr 1e-3, as the training
     section; training mode): fastnn against PyTorch eager with the same layers, per batch
-    size, alternating blocks in this process, then each alone in a process of its own.
-    Target >= 1.0x.  (The dropout masks differ between the libraries; the tests check with
-    p = 0 that both compute the same step.)"""
-    if not available("torch-bn"):
-        ctx.say(f"{OPTIONAL['torch-bn']} is not installed: no BatchNorm + dropout "
-                "training-step table")
-        return
-    label = f"torch {library_version('torch-bn')} eager"
-    batches = ctx.batches_or(BN_STEP_BATCHES)
+    size.  Target >= 1.0x.  (The dropout masks differ between the libraries; the tests
+    check with p = 0 that both compute the same step.)"""
+    yield from _torch_pair_section(
+        ctx, "fastnn-bn", "torch-bn", "training step (BN+dropout)",
+        f"mlp bn+relu+dropout({BN_DROPOUT:g})", ctx.batches_or(BN_STEP_BATCHES), step_flops,
+        "BatchNorm + dropout training-step table")
 
-    def result(batch, fastnn, torch, mode):
-        return Result.from_timings(
-            "training step (BN+dropout)", f"mlp bn+relu+dropout({BN_DROPOUT:g})",
-            f"B={batch}", ctx.threads, fastnn, torch, flops=step_flops(batch),
-            peak_gflops=ctx.peak_gflops, baseline=label, target=1.0, mode=mode)
 
-    for batch in batches:
-        fastnn = make_contender("fastnn-bn", batch)
-        torch = make_contender("torch-bn", batch)
-        with threads(ctx.threads):
-            timings = interleave([fastnn, torch], ctx.rounds, ctx.step_block_seconds,
-                                 ctx.step_min_calls)
-        yield result(batch, timings["fastnn-bn"], timings["torch-bn"], "interleaved")
-        del fastnn, torch
-    if not ctx.own_process:
-        return
-    own = _own_process(ctx, ["fastnn-bn", "torch-bn"], batches)
-    if len(own) == 2:
-        for batch in batches:
-            yield result(batch, own["fastnn-bn"][batch], own["torch-bn"][batch],
-                         "own process")
+def transformer_training_section(ctx):
+    """The step of ``fastnn train --model transformer`` (MNIST rows as a sequence of 28
+    tokens, 2 encoder layers of width 64, Adam; :mod:`.transformer_step`) against the same
+    model in PyTorch eager, at the command line's batch of 128: an epoch is 469 of these
+    steps.  Target >= 1.0x (issue 11)."""
+    from .transformer_step import TRANSFORMER_BATCH, transformer_flops
+    yield from _torch_pair_section(
+        ctx, "fastnn-transformer", "torch-transformer", "training step (transformer)",
+        "mnist rows 28x28, 2 layers, d 64, 4 heads", ctx.batches_or((TRANSFORMER_BATCH,)),
+        transformer_flops, "transformer training-step table")
 
 
 # --------------------------------------------------------------------------- coexistence
@@ -357,9 +385,11 @@ SECTIONS = {
     "loss": loss_section,
     "optimizer": optimizer_section,
     "norm": norm_section,
+    "sequence": sequence_section,
     "training": training_section,
     "training-adam": adam_training_section,
     "training-bn": bn_training_section,
+    "training-transformer": transformer_training_section,
     "coexistence": coexistence_section,
     "attention": attention_section,
     "compile": compile_section,

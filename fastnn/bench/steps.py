@@ -284,11 +284,19 @@ STEPS = {
     # the BatchNorm + dropout network (the "training-bn" section)
     "fastnn-bn": lambda batch: FastnnStep(batch, "numba", batchnorm=True, dropout=BN_DROPOUT),
     "torch-bn": lambda batch: TorchStep(batch, batchnorm=True, dropout=BN_DROPOUT),
+    # the command line's MNIST transformer (the "training-transformer" section)
+    "fastnn-transformer": lambda batch: _transformer_steps().fastnn_transformer_step(batch),
+    "torch-transformer": lambda batch: _transformer_steps().TorchTransformerStep(batch),
 }
 CONTENDERS = (*STEPS, "fastnn+matmul")
 
 #: The optional third-party contenders and the module each needs.
-OPTIONAL = {"torch": "torch", "jax": "jax", "torch-bn": "torch"}
+OPTIONAL = {"torch": "torch", "jax": "jax", "torch-bn": "torch", "torch-transformer": "torch"}
+
+
+def _transformer_steps():
+    from . import transformer_step     # imports this module: not at the top
+    return transformer_step
 
 
 def available(name):

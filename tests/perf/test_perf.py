@@ -102,6 +102,19 @@ def test_bn_dropout_training_step(benchmark, contender, batch):
     assert all(np.isfinite(p).all() for p in step.parameters())
 
 
+@pytest.mark.parametrize("contender", ["fastnn", "torch"])
+def test_transformer_training_step(benchmark, contender):
+    """The step of ``fastnn train --model transformer`` at its batch of 128 (the
+    training-transformer table of fastnn bench): fastnn, and PyTorch eager from the same
+    weights (skipped without PyTorch); the parameters stay finite.  (That both compute
+    the same step is tested in tests/test_bench_transformer.py.)"""
+    if contender == "torch":
+        pytest.importorskip("torch")
+    step = bench.make_contender(f"{contender}-transformer", 128).fn
+    benchmark(step)
+    assert all(np.isfinite(p).all() for p in step.parameters())
+
+
 @pytest.mark.parametrize("contender", ["numpy", "torch", "jax"])
 @pytest.mark.parametrize("batch", [32, 128])
 def test_baseline_training_step(benchmark, contender, batch):
@@ -140,6 +153,15 @@ def test_dropout_forward_backward(benchmark):
     np.testing.assert_array_equal(y, np.where(mask == 1, x * np.float32(2), 0))
     np.testing.assert_array_equal(dx, np.where(mask == 1, dy * np.float32(2), 0))
     assert abs(mask.mean() - 0.5) < 0.01
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_embedding(benchmark, direction):
+    """Embedding lookup / table gradient, (32, 128) ids into a (10000, 256) float32 table
+    (fastnn bench races it against fancy indexing and np.add.at); checked against them."""
+    case = bench.embedding_case(direction)
+    expected = case.run["numpy"]().copy()
+    np.testing.assert_array_equal(benchmark(case.run["numba"]), expected)
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])

@@ -49,7 +49,8 @@ from numba import prange
 
 from . import vmath
 from ._jit import kernel, parallel_kernel
-from .attention_blocks import (BLOCK_K, BLOCK_Q, balanced_block, block_mask, block_matmul, cdiv,
+from .attention_blocks import (BLOCK_K, BLOCK_Q, balanced_block, block_mask, block_matmul,
+                               block_matmul_rows, cdiv,
                                exp_block, mask_strides, pack_panels_transposed, pack_rows,
                                pad_columns, panel_width, row_max)
 from .simd_intrinsics import maxnum
@@ -65,14 +66,15 @@ _internal = kernel(no_cpython_wrapper=True)
 @_internal
 def _scale_rows(c, c0, ldc, rows, n, factors):
     """``C[r, :n] *= factors[r]`` for ``r < rows`` (``C[r, j] = c[c0 + r*ldc + j]``),
-    skipping rows whose factor is 1."""
+    skipping rows whose factor is 1.  Flat indices: a row slice would cost two atomic
+    reference-count updates per row."""
     one = c.dtype.type(1)
     for r in range(rows):
         f = factors[r]
         if f != one:
-            row = c[c0 + r * ldc:c0 + r * ldc + n]
-            for j in range(n):
-                row[j] *= f
+            base = c0 + r * ldc
+            for j in range(base, base + n):
+                c[j] *= f
 
 
 @_internal
@@ -99,7 +101,6 @@ def _forward_block(t, n_h, n_qb, sq, sk, d, dv, q, kt, n_panels, vp, ldv, mask, 
     neg_inf = t_(-np.inf)
     s = np.empty(BLOCK_Q * BLOCK_K, q.dtype)        # logits, then probabilities
     qp = np.empty(BLOCK_Q * d, q.dtype)              # scale * Q_blk, packed (MR-row panels)
-    pp = np.empty(BLOCK_Q * BLOCK_K, q.dtype)       # P, packed
     stats = np.empty((5, BLOCK_Q), q.dtype)
     m = stats[0]            # running maximum
     l = stats[1]            # running sum
@@ -139,10 +140,9 @@ def _forward_block(t, n_h, n_qb, sq, sk, d, dv, q, kt, n_panels, vp, ldv, mask, 
         for r in range(mi):
             l[r] = l[r] * alpha[r] + sums[r]
         _scale_rows(out, o0, dv, mi, dv, alpha)
-        # out_blk += P @ V_blk
-        pack_rows(s, _U(0), bk, mi, nk, pp)
-        block_matmul(mi, dv, nk, pp, _U(0), nk * mr, mr, vp, v0 + j0 * ldv, w, ldv, out, o0,
-                     dv, True)
+        # out_blk += P @ V_blk (P read in place)
+        block_matmul_rows(mi, dv, nk, s, _U(0), bk, vp, v0 + j0 * ldv, w, ldv, out, o0, dv,
+                          True)
     for r in range(mi):
         lr = l[r]
         # l = 0 only when every key is masked: output 0 (a NaN in l stays NaN)

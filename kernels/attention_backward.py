@@ -42,8 +42,9 @@ import numpy as np
 from numba import prange
 
 from ._jit import kernel, parallel_kernel
-from .attention_blocks import (BLOCK_K, BLOCK_Q, MIN_TASKS, block_mask, block_matmul, cdiv,
-                               exp_block, mask_strides, pack_heads_rows, pack_rows, panel_width)
+from .attention_blocks import (BLOCK_K, BLOCK_Q, MIN_TASKS, block_mask, block_matmul,
+                               block_matmul_rows, cdiv,
+                               exp_block, mask_strides, pack_heads_rows, panel_width)
 from .gemm_tiles import MR, NRV
 from .simd_vectors import lanes
 
@@ -115,7 +116,6 @@ def _backward_task(t, groups, n_h, sq, sk, d, dv, qpk, qp, ldq, kp, ldk, kt, vt,
     # P, then dS; P^T is read in place, whose last panel reads up to MR past a row
     s = np.empty(BLOCK_Q * BLOCK_K + MR, qp.dtype)
     dp = np.empty(BLOCK_Q * BLOCK_K, qp.dtype)
-    pp = np.empty(BLOCK_Q * BLOCK_K, qp.dtype)      # dS, packed
     sums = np.empty(BLOCK_Q, qp.dtype)
     s_b, s_h, s_q, s_k = ms
     _zero(target, dq0, sq * d)
@@ -149,9 +149,8 @@ def _backward_task(t, groups, n_h, sq, sk, d, dv, qpk, qp, ldq, kp, ldk, kt, vt,
             # dK_j += dS^T Q_i (dS^T in place);  dQ_i += dS K_j (dS packed)
             block_matmul(nke, d, mi, s, _U(0), mr, bk, qp, r0 * ldq, w, ldq, dk, k0 * d, d,
                          True)
-            pack_rows(s, _U(0), bk, mi, nke, pp)
-            block_matmul(mi, d, nke, pp, _U(0), nke * mr, mr, kp, k0 * ldk, w, ldk, target,
-                         dq0 + i0 * d, d, True)
+            block_matmul_rows(mi, d, nke, s, _U(0), bk, kp, k0 * ldk, w, ldk, target,
+                              dq0 + i0 * d, d, True)
 
 
 @parallel_kernel

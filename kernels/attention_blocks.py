@@ -30,11 +30,13 @@ from . import vmath
 from ._jit import kernel, parallel_kernel
 from .gemm_tiles import MR, NRV, pack_a
 from .simd_intrinsics import maxnum
-from .simd_tiles import tile_fma_bcast, tile_load_part, tile_store_part, tile_zeros
+from .simd_tiles import (tile_fma_bcast, tile_fma_bcast_rows, tile_load_part, tile_store_part,
+                         tile_zeros)
 from .simd_vectors import lanes
 from .target import TARGET
 
-__all__ = ["BLOCK_Q", "BLOCK_K", "MIN_TASKS", "panel_width", "block_matmul", "block_mask",
+__all__ = ["BLOCK_Q", "BLOCK_K", "MIN_TASKS", "panel_width", "block_matmul", "block_matmul_rows",
+           "block_mask",
            "row_max", "exp_block", "pack_rows", "pack_heads_rows", "pack_panels_transposed",
            "pad_columns", "mask_strides", "balanced_block", "cdiv"]
 
@@ -96,14 +98,53 @@ def block_matmul(m, n, kc, a, a0, a_ps, a_ks, b, b0, b_ps, ldb, c, c0, ldc, accu
     the ``m x n`` block is read or written.  Rows and columns past ``m``, ``n`` are
     computed and dropped.  ``accumulate``: add to ``C``, else overwrite it.
     """
+    _block_tiles(False, m, n, kc, a, a0, a_ps, a_ks, b, b0, b_ps, ldb, c, c0, ldc, accumulate)
+
+
+@_internal
+def _block_tiles(in_place, m, n, kc, a, a0, a_ps, a_ks, b, b0, b_ps, ldb, c, c0, ldc,
+                 accumulate):
+    """The tiles of :func:`block_matmul` (``in_place`` False) or of
+    :func:`block_matmul_rows` (True: ``A[i, k] = a[a0 + i*a_ks + k]``, ``a_ps = MR *
+    a_ks``)."""
     w = _U(NRV) * lanes(c)
     rows = _U(MR)
     for jp in range(_U(0), n, w):
         nv = min(w, n - jp)
         bp = b0 + (jp // w) * b_ps
         for i0 in range(_U(0), m, rows):
-            _panel_tile(tile_zeros(c, MR, NRV), kc, a, a0 + (i0 // rows) * a_ps, a_ks, b, bp,
-                        ldb, c, c0 + i0 * ldc + jp, ldc, min(rows, m - i0), nv, accumulate)
+            at = a0 + (i0 // rows) * a_ps
+            mr = min(rows, m - i0)
+            ct = c0 + i0 * ldc + jp
+            if in_place:
+                _rows_tile(tile_zeros(c, MR, NRV), kc, a, at, a_ks, mr, b, bp, ldb, c, ct, ldc,
+                           nv, accumulate)
+            else:
+                _panel_tile(tile_zeros(c, MR, NRV), kc, a, at, a_ks, b, bp, ldb, c, ct, ldc, mr,
+                            nv, accumulate)
+
+
+@_internal
+def _rows_tile(acc, kc, a, a0, lda, mr, b, b0, ldb, c, c0, ldc, nv, accumulate):
+    """One register tile with ``A`` read row-major in place: ``C[r, j] (+)= sum_k
+    a[a0 + r*lda + k] * b[b0 + k*ldb + j]`` (``r < mr``; the tile's rows past ``mr``
+    repeat row ``mr - 1`` and are dropped)."""
+    if accumulate:
+        acc = tile_load_part(acc, c, c0, ldc, mr, nv)
+    for k in range(kc):
+        acc = tile_fma_bcast_rows(acc, a, a0 + k, lda, mr, b, b0 + k * ldb)
+    tile_store_part(c, c0, ldc, acc, mr, nv)
+
+
+@_internal
+def block_matmul_rows(m, n, kc, a, a0, lda, b, b0, b_ps, ldb, c, c0, ldc, accumulate):
+    """:func:`block_matmul` with ``A`` row-major where it is, ``A[i, k] = a[a0 + i*lda +
+    k]``: a block of probabilities (``P``, ``dS``) multiplies ``V`` or ``K`` without
+    first being packed into ``MR``-row panels (a pass over the block and a second
+    block-sized buffer in L1 saved; the ``MR`` broadcasts per step of ``k`` come from
+    ``MR`` rows instead of one panel, all of them in L1)."""
+    _block_tiles(True, m, n, kc, a, a0, _U(MR) * lda, lda, b, b0, b_ps, ldb, c, c0, ldc,
+                 accumulate)
 
 
 @_internal

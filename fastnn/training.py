@@ -15,6 +15,7 @@ import numpy as np
 
 from .data import batches
 from .init import make_rng
+from .interrupts import DeferredInterrupts
 from .layers import Activation
 from .losses import CrossEntropyLoss, get_loss
 from .optim import get_optimizer
@@ -149,6 +150,10 @@ class TrainingMixin:
         TrainingDivergedError
             As soon as a batch loss is NaN or infinite; the update for that batch is not
             applied.
+        KeyboardInterrupt
+            On Ctrl-C, once the batch in progress is finished (its optimiser step whole)
+            or, during validation, before its next batch; ``model.history`` then holds
+            the epochs completed before.
 
         Notes
         -----
@@ -172,16 +177,17 @@ class TrainingMixin:
         self._last_backend = backend
         self.optimizer.backend = backend.name   # parameters live where the model runs
         rng = make_rng(seed) if seed is not None else np.random.default_rng()
-        history = History()
+        self.history = history = History()     # the epochs done so far, even after Ctrl-C
         try:
-            self._train_epochs(x, y, epochs, batch_size, shuffle, rng, verbose, backend,
-                               history, x_val, y_val)
+            with DeferredInterrupts() as interrupts:
+                self._train_epochs(x, y, epochs, batch_size, shuffle, rng, verbose, backend,
+                                   history, x_val, y_val, interrupts)
         finally:
             self.eval()
         return history
 
     def _train_epochs(self, x, y, epochs, batch_size, shuffle, rng, verbose, backend,
-                      history, x_val, y_val):
+                      history, x_val, y_val, interrupts):
         n = x.shape[0]
         schedule = FitSchedule(self.lr_schedule, self.schedule_interval, x_val is not None,
                                self.metrics)
@@ -191,6 +197,7 @@ class TrainingMixin:
             start = time.perf_counter()
             loss_sum, seen, sums = 0.0, 0, {}
             for xb, yb in batches(x, y, batch_size, shuffle=shuffle, seed=rng):
+                interrupts.check()     # Ctrl-C stops here: the last step is whole
                 outputs = self._forward(_to(backend, xb), backend)
                 yb = _to(backend, yb)
                 loss, grad = self.loss._compute(outputs, yb, backend)
@@ -211,16 +218,20 @@ class TrainingMixin:
             seconds = time.perf_counter() - start
             if x_val is not None:
                 self.eval()
-                val = self._evaluate(x_val, y_val, max(batch_size, 1024), backend)
+                val = self._evaluate(x_val, y_val, max(batch_size, 1024), backend,
+                                     interrupts.check)
                 logs.update({f"val_{k}": v for k, v in val.items()})
             if bar:
                 bar.finish(**logs)
             history._record(epoch - 1, {**logs, **schedule.after_epoch(logs),
                                         "samples_per_second": n / seconds})
+            interrupts.check()
 
-    def _evaluate(self, x, y, batch_size, backend):
+    def _evaluate(self, x, y, batch_size, backend, before_batch=None):
         loss_sum, sums = 0.0, {}
         for xb, yb in batches(x, y, batch_size):
+            if before_batch is not None:
+                before_batch()
             outputs = self._forward(_to(backend, xb), backend)
             yb = _to(backend, yb)
             loss, _ = self.loss._compute(outputs, yb, backend)

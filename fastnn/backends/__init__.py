@@ -25,6 +25,7 @@ import importlib
 
 import numpy as np
 
+from ..interrupts import plain_interrupts
 from ..kernels.activations import ACTIVATIONS
 from .memory import to_host
 
@@ -65,7 +66,9 @@ class Backend:
     the first that defines it (see the module docstring).  The host backends keep arrays
     in host memory as NumPy arrays (``memory == "host"``), so models switch between them
     freely; an operations module with its own memory (the CUDA backend) provides
-    ``MEMORY``, ``empty``, ``zeros``, ``asarray`` and ``to_numpy`` itself.
+    ``MEMORY``, ``empty``, ``zeros``, ``asarray`` and ``to_numpy`` itself.  The
+    operations of a module that sets ``NUMBA_CPU_KERNELS`` raise Ctrl-C as a plain
+    ``KeyboardInterrupt`` (:func:`fastnn.interrupts.plain_interrupts`).
     """
 
     memory = "host"
@@ -76,7 +79,10 @@ class Backend:
         for op in OPERATIONS:
             for module in modules:
                 if hasattr(module, op):
-                    setattr(self, op, getattr(module, op))
+                    operation = getattr(module, op)
+                    if getattr(module, "NUMBA_CPU_KERNELS", False):
+                        operation = plain_interrupts(operation)
+                    setattr(self, op, operation)
                     self.provided_by[op] = module.__name__
                     break
         own = modules[0]

@@ -24,6 +24,11 @@ from ..kernels.optim import (  # noqa: F401
     adam_update, clip_inplace, rmsprop_update, scale_inplace, sgd_momentum_update, sgd_update,
     sum_of_squares)
 
+# Numba's wrapper of a kernel that returns an array turns a Ctrl-C that arrives during
+# the kernel into SystemError; the backend wraps these operations to raise a plain
+# KeyboardInterrupt (fastnn/interrupts.py says why).
+NUMBA_CPU_KERNELS = True
+
 _NO_BIAS = {np.dtype(np.float32): np.empty(0, np.float32),
             np.dtype(np.float64): np.empty(0, np.float64)}
 

@@ -14,6 +14,8 @@ _threads.apply_defaults()
 
 from .backends import BackendUnavailableError, available_backends, get_backend, set_backend, use_backend
 from .attention import scaled_dot_product_attention, scaled_dot_product_attention_backward
+from .callbacks import (Callback, CSVLogger, EarlyStopping, LearningRateScheduler,
+                        ModelCheckpoint)
 from .data import batches
 from .datasets import DatasetNotFoundError, load_mnist
 from .init import INITIALIZERS, manual_seed
@@ -52,6 +54,8 @@ __all__ = [
     # sequence layers
     "Embedding", "PositionalEmbedding", "SinusoidalPositionalEncoding", "MeanPool",
     "FirstToken", "Residual",
+    # training callbacks
+    "Callback", "EarlyStopping", "ModelCheckpoint", "CSVLogger", "LearningRateScheduler",
     # attention
     "MultiHeadAttention", "TransformerEncoderLayer", "scaled_dot_product_attention",
     "scaled_dot_product_attention_backward",

@@ -8,11 +8,13 @@ Each training step is exactly what a user would write by hand::
 Inputs are validated once per call (not per batch), so the loop adds no per-batch checks.
 """
 import math
+import sys
 import time
 import warnings
 
 import numpy as np
 
+from .callbacks import Callback, CallbackList, check_callbacks
 from .data import batches
 from .init import make_rng
 from .interrupts import DeferredInterrupts
@@ -28,15 +30,18 @@ class TrainingDivergedError(FloatingPointError):
     """The training loss became NaN or infinite (learning rate too high, bad data...)."""
 
 
-class History:
-    """What :meth:`TrainingMixin.fit` returns: ``history.history["loss"]`` is a list with
-    one value per epoch (also ``accuracy``, ``val_loss``, ``val_accuracy``, ...)."""
+class History(Callback):
+    """What :meth:`TrainingMixin.fit` returns (and keeps as ``model.history``):
+    ``history.history["loss"]`` is a list with one value per epoch (also ``accuracy``,
+    ``val_loss``, ``val_accuracy``, ``lr``, ``samples_per_second``, ...) and
+    ``history.epoch`` the epochs' numbers (0-based, from ``initial_epoch``).  fit calls
+    it after the other callbacks, so it records what they added to the logs."""
 
     def __init__(self):
         self.history = {}
         self.epoch = []
 
-    def _record(self, epoch, logs):
+    def on_epoch_end(self, epoch, logs=None):
         self.epoch.append(epoch)
         for key, value in logs.items():
             self.history.setdefault(key, []).append(value)
@@ -128,8 +133,10 @@ class TrainingMixin:
             sums["mae"] = sums.get("mae", 0.0) + backend.abs_error_sum(outputs, y) / outputs.shape[1]
 
     def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, shuffle=True,
-            seed=None, verbose=1):
-        """Train for ``epochs`` passes over (x, y); returns a :class:`History`.
+            seed=None, verbose=1, callbacks=None, validation_split=0.0, initial_epoch=0):
+        """Train until epoch ``epochs`` (Keras's meaning: with ``initial_epoch=0``, that
+        many passes over (x, y)); returns a :class:`History`, also kept as
+        ``model.history``.
 
         Parameters
         ----------
@@ -144,6 +151,17 @@ class TrainingMixin:
             Makes the shuffling, and so the whole run, reproducible.
         verbose : 0, 1 or 2
             0 silent; 1 a live progress bar (loss, metrics, samples/s); 2 one line per epoch.
+        callbacks : list of Callback, optional
+            Called in order at the stages of training (:mod:`fastnn.callbacks`):
+            ``EarlyStopping``, ``ModelCheckpoint``, ``CSVLogger``,
+            ``LearningRateScheduler`` or your own.
+        validation_split : float in [0, 1), default 0
+            Hold out the *last* fraction of (x, y) (before any shuffling, as Keras does)
+            as validation data; not together with ``validation_data``.
+        initial_epoch : int, default 0
+            The epoch to start from, to continue an earlier fit: its epochs are
+            numbered on (history, callbacks, progress) and training ends at ``epochs``,
+            e.g. ``fit(..., epochs=10)`` then ``fit(..., initial_epoch=10, epochs=15)``.
 
         Raises
         ------
@@ -167,43 +185,82 @@ class TrainingMixin:
         check_number(epochs, "epochs", low=1, integer=True)
         check_number(batch_size, "batch_size", low=1, integer=True)
         check_choice(verbose, "verbose", {0: 0, 1: 1, 2: 2})
-        x, y = self._prepare(x, y)
-        x_val = y_val = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise TypeError("validation_data must be a pair (x_val, y_val)")
-            x_val, y_val = self._prepare(*validation_data, name="validation x")
+        check_number(initial_epoch, "initial_epoch", low=0, integer=True)
+        if initial_epoch >= epochs:
+            raise ValueError(f"initial_epoch={initial_epoch} must be below epochs={epochs}: "
+                             "epochs is the number of the last epoch, not a count (to train "
+                             f"5 more, pass epochs={initial_epoch + 5})")
+        callbacks = check_callbacks(callbacks)
+        x, y, x_val, y_val = self._fit_data(x, y, validation_data, validation_split)
         backend = self._resolve_backend()
         self._last_backend = backend
         self.optimizer.backend = backend.name   # parameters live where the model runs
         rng = make_rng(seed) if seed is not None else np.random.default_rng()
+        logged = ["loss", *self.metrics]
+        logged += [f"val_{name}" for name in logged] if x_val is not None else []
+        params = {"epochs": epochs, "initial_epoch": initial_epoch,
+                  "steps": -(-x.shape[0] // batch_size), "samples": x.shape[0],
+                  "verbose": verbose, "do_validation": x_val is not None, "metrics": logged}
         self.history = history = History()     # the epochs done so far, even after Ctrl-C
+        callbacks = CallbackList([*callbacks, history], self, params)
+        self.stop_training = False
         try:
             with DeferredInterrupts() as interrupts:
-                self._train_epochs(x, y, epochs, batch_size, shuffle, rng, verbose, backend,
-                                   history, x_val, y_val, interrupts)
+                callbacks.on_train_begin()
+                logs = self._train_epochs(x, y, initial_epoch, epochs, batch_size, shuffle,
+                                          rng, verbose, backend, callbacks, x_val, y_val,
+                                          interrupts)
+                callbacks.on_train_end(logs)
+        except KeyboardInterrupt:
+            if verbose and sys.stdout.isatty():
+                sys.stdout.write("\n")         # end the live progress line
+            raise
         finally:
             self.eval()
         return history
 
-    def _train_epochs(self, x, y, epochs, batch_size, shuffle, rng, verbose, backend,
-                      history, x_val, y_val, interrupts):
-        n = x.shape[0]
+    def _fit_data(self, x, y, validation_data, validation_split):
+        """(x, y, x_val, y_val) for fit, validated; ``validation_split`` takes the last
+        rows of (x, y)."""
+        check_number(validation_split, "validation_split", low=0, high=1, high_open=True)
+        x, y = self._prepare(x, y)
+        if validation_split and validation_data is not None:
+            raise ValueError("pass validation_data or validation_split, not both")
+        if validation_split:
+            split_at = int(math.floor(x.shape[0] * (1.0 - validation_split)))
+            if not 0 < split_at < x.shape[0]:
+                raise ValueError(f"validation_split={validation_split} of {x.shape[0]} samples "
+                                 "leaves no training or no validation samples")
+            return x[:split_at], y[:split_at], x[split_at:], y[split_at:]
+        if validation_data is None:
+            return x, y, None, None
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise TypeError("validation_data must be a pair (x_val, y_val)")
+        return (x, y, *self._prepare(*validation_data, name="validation x"))
+
+    def _train_epochs(self, x, y, initial_epoch, epochs, batch_size, shuffle, rng, verbose,
+                      backend, callbacks, x_val, y_val, interrupts):
+        """The epochs of fit; returns the last epoch's logs."""
+        n, logs = x.shape[0], None
         schedule = FitSchedule(self.lr_schedule, self.schedule_interval, x_val is not None,
                                self.metrics)
-        for epoch in range(1, epochs + 1):
+        batch_logs = bool(callbacks.batch_end)
+        for epoch in range(initial_epoch, epochs):
+            callbacks.on_epoch_begin(epoch)
             self.train()
-            bar = ProgressBar(n, epoch, epochs) if verbose else None
+            bar = ProgressBar(n, epoch + 1, epochs) if verbose else None
             start = time.perf_counter()
             loss_sum, seen, sums = 0.0, 0, {}
-            for xb, yb in batches(x, y, batch_size, shuffle=shuffle, seed=rng):
+            for batch, (xb, yb) in enumerate(batches(x, y, batch_size, shuffle=shuffle,
+                                                     seed=rng)):
                 interrupts.check()     # Ctrl-C stops here: the last step is whole
+                callbacks.on_batch_begin(batch)
                 outputs = self._forward(_to(backend, xb), backend)
                 yb = _to(backend, yb)
                 loss, grad = self.loss._compute(outputs, yb, backend)
                 if not math.isfinite(loss):
                     raise TrainingDivergedError(
-                        f"loss became {loss} at epoch {epoch}, sample {seen}; lower the "
+                        f"loss became {loss} at epoch {epoch + 1}, sample {seen}; lower the "
                         "learning rate, clip gradients (clip_norm=...) or check the data")
                 self.optimizer.zero_grad()
                 self._backward(grad, backend, False)
@@ -212,9 +269,15 @@ class TrainingMixin:
                 loss_sum += loss * xb.shape[0]
                 seen += xb.shape[0]
                 self._batch_metrics(outputs, yb, sums, backend)
-                if bar:
-                    bar.update(seen, loss=loss_sum / seen, **{k: v / seen for k, v in sums.items()})
-            logs = {"loss": loss_sum / n, **{k: v / n for k, v in sums.items()}}
+                if bar or batch_logs:
+                    running = {"loss": loss_sum / seen, **{k: v / seen for k, v in sums.items()}}
+                    callbacks.on_batch_end(batch, running)
+                    if bar:
+                        bar.update(seen, **running)
+                if self.stop_training:
+                    break
+            # the epoch's means over the samples it saw (all of them unless stopped early)
+            logs = {"loss": loss_sum / seen, **{k: v / seen for k, v in sums.items()}}
             seconds = time.perf_counter() - start
             if x_val is not None:
                 self.eval()
@@ -223,9 +286,13 @@ class TrainingMixin:
                 logs.update({f"val_{k}": v for k, v in val.items()})
             if bar:
                 bar.finish(**logs)
-            history._record(epoch - 1, {**logs, **schedule.after_epoch(logs),
-                                        "samples_per_second": n / seconds})
+            logs.update(schedule.after_epoch(logs))
+            logs["samples_per_second"] = seen / seconds
+            callbacks.on_epoch_end(epoch, logs)
             interrupts.check()
+            if self.stop_training:
+                break
+        return logs
 
     def _evaluate(self, x, y, batch_size, backend, before_batch=None):
         loss_sum, sums = 0.0, {}

@@ -21,7 +21,8 @@ broadcasts to (B, H, S_q, S_k) under NumPy's rules: it has at most 4 axes, missi
 leading axes and axes of length 1 are broadcast (read with stride 0; a key-padding
 mask (B, 1, 1, S_k) is never expanded to S_q x S_k).  Both masks may be given; they
 combine.  A row whose every key is masked (``m_i = -inf``) has ``out_i = 0`` and
-``lse_i = -inf`` (PyTorch gives NaN there); its gradients are zero.
+``lse_i = -inf``, as PyTorch >= 2.5 gives (earlier versions gave NaN); its gradients
+are zero.
 
 Algorithm (the online softmax of FlashAttention, Dao et al. 2022).  One task per
 (batch, head, block of :data:`.attention_blocks.BLOCK_Q` queries), run in parallel;
@@ -50,10 +51,9 @@ from numba import prange
 from . import vmath
 from ._jit import kernel, parallel_kernel
 from .attention_blocks import (BLOCK_K, BLOCK_Q, balanced_block, block_mask, block_matmul,
-                               block_matmul_rows, cdiv,
-                               exp_block, mask_strides, pack_panels_transposed, pack_rows,
-                               pad_columns, panel_width, row_max)
-from .simd_intrinsics import maxnum
+                               block_matmul_rows, cdiv, pack_head_transposed, pad_head,
+                               mask_strides, pack_panels_transposed, pack_rows, pad_columns,
+                               panel_width, softmax_rows)
 from .simd_vectors import lanes
 from .gemm_tiles import MR, NRV
 
@@ -81,37 +81,50 @@ def _scale_rows(c, c0, ldc, rows, n, factors):
 def _forward_block(t, n_h, n_qb, sq, sk, d, dv, q, kt, n_panels, vp, ldv, mask, ms, causal,
                    scale, out, lse):
     """Task ``t``: one (batch, head, query block); see the module docstring."""
-    bq = _U(BLOCK_Q)
-    bk = _U(BLOCK_K)
-    mr = _U(MR)
-    w = _U(NRV) * lanes(q)
     bh = t // n_qb
     ib = t - bh * n_qb
     if causal:
         ib = balanced_block(ib, n_qb)
+    w = _U(NRV) * lanes(q)
+    s, qp, stats = _forward_buffers(q, d)
+    _forward_query_block(bh, ib, n_h, sq, sk, d, dv, q, kt, bh * n_panels * d * w, vp,
+                         bh * sk * ldv, ldv, mask, ms, causal, scale, out, lse, s, qp, stats)
+
+
+@_internal
+def _forward_buffers(q, d):
+    """A task's scratch: a block of scores, a packed block of ``Q``, three rows of
+    statistics."""
+    s = np.empty(BLOCK_Q * BLOCK_K, q.dtype)        # logits, then probabilities
+    qp = np.empty(BLOCK_Q * d, q.dtype)              # scale * Q_blk, packed (MR-row panels)
+    stats = np.empty((3, BLOCK_Q), q.dtype)
+    return s, qp, stats
+
+
+@_internal
+def _forward_query_block(bh, ib, n_h, sq, sk, d, dv, q, kt, kt0, vp, v0, ldv, mask, ms,
+                         causal, scale, out, lse, s, qp, stats):
+    """Query block ``ib`` of head ``bh`` (flat index ``b * H + h``): ``K^T``'s panels of
+    the head start at ``kt[kt0]``, its ``V`` (rows of ``ldv``) at ``vp[v0]``; ``s``,
+    ``qp``, ``stats``: scratch from :func:`_forward_buffers`."""
+    bq = _U(BLOCK_Q)
+    bk = _U(BLOCK_K)
+    mr = _U(MR)
+    w = _U(NRV) * lanes(q)
     b = bh // n_h
     h = bh - b * n_h
     i0 = ib * bq
     mi = min(bq, sq - i0)
     q0 = (bh * sq + i0) * d
     o0 = (bh * sq + i0) * dv
-    kt0 = bh * n_panels * d * w
-    v0 = bh * sk * ldv
     t_ = q.dtype.type
     neg_inf = t_(-np.inf)
-    s = np.empty(BLOCK_Q * BLOCK_K, q.dtype)        # logits, then probabilities
-    qp = np.empty(BLOCK_Q * d, q.dtype)              # scale * Q_blk, packed (MR-row panels)
-    stats = np.empty((5, BLOCK_Q), q.dtype)
     m = stats[0]            # running maximum
     l = stats[1]            # running sum
-    new_max = stats[2]      # the block's row maxima, then the shift of each row's exp
-    alpha = stats[3]        # exp(m_old - m_new)
-    sums = stats[4]
+    alpha = stats[2]        # exp(m_old - m_new), then 1 / l
     for r in range(mi):
         m[r] = neg_inf
         l[r] = t_(0)
-    for e in range(o0, o0 + mi * dv):
-        out[e] = t_(0)
     # the scale is folded into Q: the product then gives the logits directly
     pack_rows(q, q0, d, mi, d, qp)
     for e in range(cdiv(mi, mr) * mr * d):
@@ -119,6 +132,9 @@ def _forward_block(t, n_h, n_qb, sq, sk, d, dv, q, kt, n_panels, vp, ldv, mask, 
     s_b, s_h, s_q, s_k = ms
     mask_row = b * s_b + h * s_h + i0 * s_q
     j_end = min(sk, i0 + mi) if causal else sk
+    if j_end == _U(0):
+        for e in range(o0, o0 + mi * dv):
+            out[e] = t_(0)
     for j0 in range(_U(0), j_end, bk):
         nk = min(bk, j_end - j0)
         # x = scale * Q_blk @ K_blk^T + mask, from K's transposed panels
@@ -126,23 +142,14 @@ def _forward_block(t, n_h, n_qb, sq, sk, d, dv, q, kt, n_panels, vp, ldv, mask, 
                      w, s, _U(0), bk, False)
         if causal or mask.size > 0:
             block_mask(s, bk, mi, nk, i0, j0, causal, mask, mask_row + j0 * s_k, s_q, s_k)
-        row_max(s, bk, mi, nk, new_max)
-        for r in range(mi):
-            m_old = m[r]
-            m_new = maxnum(m_old, new_max[r])
-            m[r] = m_new
-            # a row with every key masked so far keeps m = -inf; shifting by 0 then gives
-            # P = 0 and alpha = exp(-inf) = 0 instead of NaN
-            shift = m_new if m_new != neg_inf else t_(0)
-            new_max[r] = shift
-            alpha[r] = vmath.exp(m_old - shift)
-        exp_block(s, bk, mi, nk, new_max, _U(0), sums)
-        for r in range(mi):
-            l[r] = l[r] * alpha[r] + sums[r]
-        _scale_rows(out, o0, dv, mi, dv, alpha)
-        # out_blk += P @ V_blk (P read in place)
+        softmax_rows(s, bk, mi, nk, m, l, alpha)
+        # out_blk = alpha out_blk + P @ V_blk (P read in place); the first key block
+        # writes out_blk
+        first = j0 == _U(0)
+        if not first:
+            _scale_rows(out, o0, dv, mi, dv, alpha)
         block_matmul_rows(mi, dv, nk, s, _U(0), bk, vp, v0 + j0 * ldv, w, ldv, out, o0, dv,
-                          True)
+                          not first)
     for r in range(mi):
         lr = l[r]
         # l = 0 only when every key is masked: output 0 (a NaN in l stays NaN)
@@ -174,6 +181,52 @@ def _attention_forward(q, vp, kt, mask, causal, scale, out, lse):
         _forward_block(_U(t), _U(n_h), n_qb, _U(sq), _U(sk), _U(d), _U(dv), qf, ktf,
                        _U(kt.shape[2]), vf, _U(ldv), mf, ms, causal, sc, of, lf)
     return out
+
+
+@parallel_kernel
+def _attention_forward_short(q, k, v, mask, causal, scale, out, lse):
+    """:func:`attention_forward` when the keys fit one block (``S_k <= BLOCK_K``): one
+    task per head packs its ``K^T`` and widened ``V`` into buffers of its own (in L1 or
+    L2) and runs all its query blocks; no pass over the whole of ``k`` and ``v`` first,
+    one parallel region.  Each query block is computed exactly as by
+    :func:`_attention_forward` (the work split never changes a result)."""
+    n_b, n_h, sq, d = q.shape
+    sk = k.shape[2]
+    dv = v.shape[3]
+    w = _U(NRV) * lanes(q)
+    ldv = cdiv(_U(dv), w) * w
+    n_panels = cdiv(_U(sk), w)
+    n_qb = cdiv(_U(sq), _U(BLOCK_Q))
+    ms = mask_strides(mask)
+    sc = q.dtype.type(scale)
+    qf = q.reshape(q.size)
+    kf = k.reshape(k.size)
+    vf = v.reshape(v.size)
+    mf = mask.reshape(mask.size)
+    of = out.reshape(out.size)
+    lf = lse.reshape(lse.size)
+    for bh in prange(n_b * n_h):
+        s, qp, stats = _forward_buffers(q, _U(d))
+        kt = np.empty(n_panels * _U(d) * w, q.dtype)
+        vp = np.empty(_U(sk) * ldv, q.dtype)
+        pack_head_transposed(kf, _U(bh) * _U(sk * d), _U(sk), _U(d), w, kt)
+        pad_head(vf, _U(bh) * _U(sk * dv), _U(sk), _U(dv), ldv, vp)
+        for ib in range(n_qb):
+            _forward_query_block(_U(bh), _U(ib), _U(n_h), _U(sq), _U(sk), _U(d), _U(dv), qf,
+                                 kt, _U(0), vp, _U(0), ldv, mf, ms, causal, sc, of, lf, s, qp,
+                                 stats)
+    return out
+
+
+#: Heads from which the short-key path (:func:`_attention_forward_short`) runs: enough
+#: tasks for the threads.  Which path runs depends on the shape only.
+SHORT_MIN_HEADS = 8
+
+
+def short_keys(batch_heads, seq_k):
+    """Whether attention over ``seq_k`` keys takes the short-key path (one task per
+    head, operands packed inside the task)."""
+    return seq_k <= BLOCK_K and batch_heads >= SHORT_MIN_HEADS
 
 
 # --------------------------------------------------------------------------- wrappers
@@ -227,8 +280,12 @@ def attention_forward(q, k, v, mask, causal, scale, out, lse):
 
     Returns ``out``.
     """
+    mask = as_mask4(mask, q.dtype)
+    if short_keys(q.shape[0] * q.shape[1], k.shape[2]):
+        _attention_forward_short(q, k, v, mask, bool(causal), float(scale), out, lse)
+        return out
     w = panel_width(q.dtype)
-    _attention_forward(q, padded(v, w), packed_transposed(k, w), as_mask4(mask, q.dtype),
+    _attention_forward(q, padded(v, w), packed_transposed(k, w), mask,
                        bool(causal), float(scale), out, lse)
     return out
 

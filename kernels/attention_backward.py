@@ -44,7 +44,8 @@ from numba import prange
 from ._jit import kernel, parallel_kernel
 from .attention_blocks import (BLOCK_K, BLOCK_Q, MIN_TASKS, block_mask, block_matmul,
                                block_matmul_rows, cdiv,
-                               exp_block, mask_strides, pack_heads_rows, panel_width)
+                               exp_block, mask_strides, pack_head_transposed, pack_heads_rows,
+                               pack_rows, pad_head, panel_width)
 from .gemm_tiles import MR, NRV
 from .simd_vectors import lanes
 
@@ -97,12 +98,41 @@ def _backward_task(t, groups, n_h, sq, sk, d, dv, qpk, qp, ldq, kp, ldk, kt, vt,
     ``dO`` likewise; ``qp``, ``kp``, ``dop``: ``Q``, ``K``, ``dO`` row-major with rows of
     ``ldq``, ``ldk``, ``lddo`` (multiples of the tile width); ``kt``, ``vt``: panels of
     ``K^T``, ``V^T``; ``shifts``: ``lse`` with ``-inf`` replaced by ``+inf``."""
-    bq = _U(BLOCK_Q)
-    bk = _U(BLOCK_K)
     mr = _U(MR)
     w = _U(NRV) * lanes(qp)
     bh = t // groups
     g = t - bh * groups
+    s, dp, sums = _backward_buffers(qp)
+    _backward_head(bh, g, groups, n_h, sq, sk, d, dv,
+                   qpk, bh * cdiv(sq, mr) * mr * d, qp, ldq, kp, ldk,
+                   kt, bh * n_panels * d * w, vt, bh * n_panels * dv * w,
+                   dopk, bh * cdiv(sq, mr) * mr * dv, dop, lddo, shifts, delta, bh * sq,
+                   bh * sk, mask, ms, causal, scale, dq, dq_parts, dk, dvg, s, dp, sums)
+
+
+@_internal
+def _backward_buffers(like):
+    """A task's scratch: ``P`` (then ``dS``), whose transpose is read in place and whose
+    last panel reads up to ``MR`` past a row, ``dP``, and a row of sums."""
+    s = np.empty(BLOCK_Q * BLOCK_K + MR, like.dtype)
+    dp = np.empty(BLOCK_Q * BLOCK_K, like.dtype)
+    sums = np.empty(BLOCK_Q, like.dtype)
+    return s, dp, sums
+
+
+@_internal
+def _backward_head(bh, g, groups, n_h, sq, sk, d, dv, qpk, qh, qp, ldq, kp, ldk, kt, kt_h,
+                   vt, vt_h, dopk, doh, dop, lddo, shifts, delta, row0, key0, mask, ms,
+                   causal, scale, dq, dq_parts, dk, dvg, s, dp, sums):
+    """Key group ``g`` of head ``bh``, with the head's operands where the caller put them:
+    its packed ``scale * Q`` and ``dO`` panels at ``qpk[qh]``, ``dopk[doh]``; ``K^T`` and
+    ``V^T`` panels at ``kt[kt_h]``, ``vt[vt_h]``; row ``i`` of ``Q``, ``dO``, ``D`` and
+    the shifts at row ``row0 + i`` of ``qp``, ``dop``, ``delta``, ``shifts``; key ``j``
+    at row ``key0 + j`` of ``kp``.  ``s``, ``dp``, ``sums``: :func:`_backward_buffers`."""
+    bq = _U(BLOCK_Q)
+    bk = _U(BLOCK_K)
+    mr = _U(MR)
+    w = _U(NRV) * lanes(qp)
     b = bh // n_h
     h = bh - b * n_h
     n_qb = cdiv(sq, bq)
@@ -111,26 +141,21 @@ def _backward_task(t, groups, n_h, sq, sk, d, dv, qpk, qp, ldq, kp, ldk, kt, vt,
     # group 0 sums into dq, group g > 0 into its own copy, dq_parts[g - 1]
     target = dq if g == _U(0) else dq_parts
     dq0 = (bh if g == _U(0) else (g - _U(1)) * n_bh + bh) * sq * d
-    qh = bh * cdiv(sq, mr) * mr * d         # this head's packed Q (and dO) panels
-    doh = bh * cdiv(sq, mr) * mr * dv
-    # P, then dS; P^T is read in place, whose last panel reads up to MR past a row
-    s = np.empty(BLOCK_Q * BLOCK_K + MR, qp.dtype)
-    dp = np.empty(BLOCK_Q * BLOCK_K, qp.dtype)
-    sums = np.empty(BLOCK_Q, qp.dtype)
     s_b, s_h, s_q, s_k = ms
     _zero(target, dq0, sq * d)
     for jb in range(g, n_kb, groups):
         j0 = jb * bk
         nk = min(bk, sk - j0)
-        k0 = bh * sk + j0                   # first key row of the block
+        k0 = bh * sk + j0                   # first key row of the block in dk, dv
+        kr = (key0 + j0) * ldk              # ... and its row in kp
         _zero(dk, k0 * d, nk * d)
         _zero(dvg, k0 * dv, nk * dv)
-        kt0 = (bh * n_panels + j0 // w) * d * w
-        vt0 = (bh * n_panels + j0 // w) * dv * w
+        kt0 = kt_h + (j0 // w) * d * w
+        vt0 = vt_h + (j0 // w) * dv * w
         for ib in range(j0 // bq if causal else _U(0), n_qb):
             i0 = ib * bq
             mi = min(bq, sq - i0)
-            r0 = bh * sq + i0               # first query row of the block
+            r0 = row0 + i0                  # first query row of the block in qp, dop, D
             nke = min(nk, i0 + mi - j0) if causal else nk
             # P = exp(scale * Q_i K_j^T + mask - lse)
             block_matmul(mi, nke, d, qpk, qh + (i0 // mr) * d * mr, d * mr, mr, kt, kt0,
@@ -138,7 +163,7 @@ def _backward_task(t, groups, n_h, sq, sk, d, dv, qpk, qp, ldq, kp, ldk, kt, vt,
             if causal or mask.size > 0:
                 block_mask(s, bk, mi, nke, i0, j0, causal, mask,
                            b * s_b + h * s_h + i0 * s_q + j0 * s_k, s_q, s_k)
-            exp_block(s, bk, mi, nke, shifts, r0, sums)
+            exp_block(s, bk, mi, nke, shifts, r0)
             # dV_j += P^T dO_i  (P^T read in place: panels of MR columns of P)
             block_matmul(nke, dv, mi, s, _U(0), mr, bk, dop, r0 * lddo, w, lddo, dvg, k0 * dv,
                          dv, True)
@@ -146,10 +171,10 @@ def _backward_task(t, groups, n_h, sq, sk, d, dv, qpk, qp, ldq, kp, ldk, kt, vt,
             block_matmul(mi, nke, dv, dopk, doh + (i0 // mr) * dv * mr, dv * mr, mr, vt, vt0,
                          dv * w, w, dp, _U(0), bk, False)
             _ds_block(s, dp, bk, mi, nke, delta, r0, scale)
-            # dK_j += dS^T Q_i (dS^T in place);  dQ_i += dS K_j (dS packed)
+            # dK_j += dS^T Q_i (dS^T in place);  dQ_i += dS K_j (dS read row-major)
             block_matmul(nke, d, mi, s, _U(0), mr, bk, qp, r0 * ldq, w, ldq, dk, k0 * d, d,
                          True)
-            block_matmul_rows(mi, d, nke, s, _U(0), bk, kp, k0 * ldk, w, ldk, target,
+            block_matmul_rows(mi, d, nke, s, _U(0), bk, kp, kr, w, ldk, target,
                               dq0 + i0 * d, d, True)
 
 
@@ -200,6 +225,70 @@ def _attention_backward(dout, qpk, qp, kp, kt, vt, dopk, dop, out, lse, mask, ca
     return dq
 
 
+@parallel_kernel
+def _attention_backward_short(dout, q, k, v, out, lse, mask, causal, scale, dq, dk, dv):
+    """:func:`attention_backward` when the keys fit one block (``S_k <= BLOCK_K``, see
+    :func:`.attention.short_keys`): one task per head computes the head's ``D`` and shifts
+    and packs its operands into buffers of its own (``O(S * d)``, in L1 or L2), then runs
+    :func:`_backward_head` on them (one key group); no passes over the whole arrays
+    first, one parallel region, and the same arithmetic as :func:`_attention_backward`."""
+    n_b, n_h, sq, d = q.shape
+    sk = k.shape[2]
+    dvw = v.shape[3]
+    mr = _U(MR)
+    w = _U(NRV) * lanes(q)
+    ldq = cdiv(_U(d), w) * w
+    lddo = cdiv(_U(dvw), w) * w
+    n_panels = cdiv(_U(sk), w)
+    rows = cdiv(_U(sq), mr) * mr
+    ms = mask_strides(mask)
+    sc = q.dtype.type(scale)
+    inf = q.dtype.type(np.inf)
+    dof = dout.reshape(dout.size)
+    qf = q.reshape(q.size)
+    kf = k.reshape(k.size)
+    vf = v.reshape(v.size)
+    of = out.reshape(out.size)
+    lf = lse.reshape(lse.size)
+    mf = mask.reshape(mask.size)
+    dqf = dq.reshape(dq.size)
+    dkf = dk.reshape(dk.size)
+    dvf = dv.reshape(dv.size)
+    for bh in prange(n_b * n_h):
+        s, dp, sums = _backward_buffers(q)
+        qpk = np.empty(rows * _U(d), q.dtype)
+        dopk = np.empty(rows * _U(dvw), q.dtype)
+        qp = np.empty(_U(sq) * ldq, q.dtype)
+        dop = np.empty(_U(sq) * lddo, q.dtype)
+        kp = np.empty(_U(sk) * ldq, q.dtype)
+        kt = np.empty(n_panels * _U(d) * w, q.dtype)
+        vt = np.empty(n_panels * _U(dvw) * w, q.dtype)
+        stats = np.empty((2, sq), q.dtype)
+        delta = stats[0]
+        shifts = stats[1]
+        row = _U(bh) * _U(sq)
+        for i in range(sq):
+            delta[i] = _dot(dof, (row + _U(i)) * _U(dvw), of, (row + _U(i)) * _U(dvw), _U(dvw))
+            # every key masked: lse = -inf; shifting by +inf gives P = 0
+            shifts[i] = inf if lf[row + _U(i)] == -inf else lf[row + _U(i)]
+        q0 = row * _U(d)
+        do0 = row * _U(dvw)
+        pack_rows(qf, q0, _U(d), _U(sq), _U(d), qpk)
+        for e in range(qpk.size):
+            qpk[e] *= sc
+        pack_rows(dof, do0, _U(dvw), _U(sq), _U(dvw), dopk)
+        pad_head(qf, q0, _U(sq), _U(d), ldq, qp)
+        pad_head(dof, do0, _U(sq), _U(dvw), lddo, dop)
+        pad_head(kf, _U(bh) * _U(sk * d), _U(sk), _U(d), ldq, kp)
+        pack_head_transposed(kf, _U(bh) * _U(sk * d), _U(sk), _U(d), w, kt)
+        pack_head_transposed(vf, _U(bh) * _U(sk * dvw), _U(sk), _U(dvw), w, vt)
+        _backward_head(_U(bh), _U(0), _U(1), _U(n_h), _U(sq), _U(sk), _U(d), _U(dvw),
+                       qpk, _U(0), qp, ldq, kp, ldq, kt, _U(0), vt, _U(0), dopk, _U(0), dop,
+                       lddo, shifts, delta, _U(0), _U(0), mf, ms, causal, sc, dqf, dqf, dkf,
+                       dvf, s, dp, sums)
+    return dq
+
+
 def packed_rows(x, factor):
     """Every head of ``factor * x`` (``x`` (B, H, S, n)) as ``MR``-row panels
     (:func:`.attention_blocks.pack_heads_rows`)."""
@@ -222,14 +311,19 @@ def attention_backward(dout, q, k, v, out, lse, mask, causal, scale, dq, dk, dv)
 
     Returns ``(dq, dk, dv)``.
     """
-    from .attention import as_mask4, packed_transposed, padded
+    from .attention import as_mask4, packed_transposed, padded, short_keys
     n_b, n_h, sq, d = q.shape
+    mask = as_mask4(mask, q.dtype)
+    if short_keys(n_b * n_h, k.shape[2]):
+        _attention_backward_short(dout, q, k, v, out, lse, mask, bool(causal), float(scale),
+                                  dq, dk, dv)
+        return dq, dk, dv
     w = panel_width(q.dtype)
     groups = key_groups(n_b * n_h, k.shape[2])
     parts = np.empty((groups - 1,) + dq.shape, dq.dtype)
     _attention_backward(dout, packed_rows(q, scale), padded(q, w), padded(k, w),
                         packed_transposed(k, w), packed_transposed(v, w),
                         packed_rows(dout, 1.0), padded(dout, w), out, lse,
-                        as_mask4(mask, q.dtype), bool(causal), float(scale),
+                        mask, bool(causal), float(scale),
                         np.empty((2, n_b * n_h * sq), q.dtype), groups, parts, dq, dk, dv)
     return dq, dk, dv

@@ -28,16 +28,17 @@ from numba import prange
 
 from . import vmath
 from ._jit import kernel, parallel_kernel
-from .gemm_tiles import MR, NRV, pack_a
+from .gemm_tiles import MR, NRV, pack_a, pack_b
 from .simd_intrinsics import maxnum
 from .simd_tiles import (tile_fma_bcast, tile_fma_bcast_rows, tile_load_part, tile_store_part,
                          tile_zeros)
-from .simd_vectors import lanes
+from .simd_exp import vexp_minus, vload_fill, vmax_lanes, vmaxnum
+from .simd_vectors import lanes, vadd, vload, vsplat, vstore, vstore_part, vsum
 from .target import TARGET
 
 __all__ = ["BLOCK_Q", "BLOCK_K", "MIN_TASKS", "panel_width", "block_matmul", "block_matmul_rows",
            "block_mask",
-           "row_max", "exp_block", "pack_rows", "pack_heads_rows", "pack_panels_transposed",
+           "softmax_rows", "exp_block", "pack_rows", "pack_head_transposed", "pad_head", "pack_heads_rows", "pack_panels_transposed",
            "pad_columns", "mask_strides", "balanced_block", "cdiv"]
 
 _U = np.uint64
@@ -157,6 +158,28 @@ def pack_rows(a, a0, lda, m, kc, ap):
 
 
 @_internal
+def pack_head_transposed(x, x0, seq, d, w, out):
+    """Panels of the transpose of one head's (seq, d) matrix ``X[i, k] = x[x0 + i*d +
+    k]``: ``out[(p*d + k)*w + c] = X[p*w + c, k]``, 0 past ``seq`` (the layout of
+    :func:`.attention_blocks.pack_panels_transposed` for one head)."""
+    pack_b(x[x0:x0 + seq * d], _U(1), d, _U(0), d, _U(0), seq, w, out)
+
+
+@_internal
+def pad_head(x, x0, seq, n, ld, out):
+    """One head's (seq, n) matrix ``x[x0 + i*n + c]`` as rows of ``ld >= n`` in ``out``,
+    zero columns after ``n``."""
+    zero = x.dtype.type(0)
+    for i in range(seq):
+        src = x0 + i * n
+        dst = i * ld
+        for c in range(n):
+            out[dst + c] = x[src + c]
+        for c in range(n, ld):
+            out[dst + c] = zero
+
+
+@_internal
 def mask_strides(mask):
     """Element strides ``(batch, head, query, key)`` of a 4-D C-contiguous ``mask``
     broadcast to ``(B, H, S_q, S_k)``: 0 along an axis of length 1."""
@@ -208,31 +231,71 @@ def _masked(x, m, neg_inf):
     return x + m
 
 
-@kernel(fastmath=_REDUCE_FLAGS)
-def row_max(s, ld, rows, n, out):
-    """``out[r] = max_c s[r*ld + c]`` (``c < n``; ``-inf`` if all are), ignoring NaN as
-    :func:`.simd_intrinsics.maxnum` does (a NaN still makes its row's sum NaN)."""
-    for r in range(rows):
-        base = r * ld
-        best = s.dtype.type(-np.inf)
-        for c in range(n):
-            best = maxnum(best, s[base + c])
-        out[r] = best
+@_internal
+def _row_max(s, base, n):
+    """``max_c s[base + c]`` (``c < n``; ``-inf`` if all are), NaN ignored as
+    :func:`.simd_intrinsics.maxnum` does (a NaN still makes its row's sum NaN): full
+    vectors, the tail in one masked vector, the lanes by a fixed tree."""
+    step = lanes(s)
+    neg_inf = s.dtype.type(-np.inf)
+    acc = vsplat(neg_inf)
+    full = n // step * step
+    for c in range(_U(0), full, step):
+        acc = vmaxnum(acc, vload(s, base + c))
+    if full < n:
+        acc = vmaxnum(acc, vload_fill(s, base + full, n - full, neg_inf))
+    return vmax_lanes(acc)
 
 
-@kernel(fastmath=_REDUCE_FLAGS)
-def exp_block(s, ld, rows, n, shifts, s0, sums):
-    """``s[r*ld + c] = exp(s[r*ld + c] - shifts[s0 + r])`` for ``r < rows``, ``c < n``,
-    and ``sums[r]`` = the row's sum.  (``-inf`` logits give 0.)"""
+@_internal
+def _exp_row(s, base, n, shift):
+    """``s[base + c] = exp(s[base + c] - shift)`` for ``c < n``; returns their sum (full
+    vectors, the tail in one masked vector, lanes summed by a fixed tree)."""
+    step = lanes(s)
+    acc = vsplat(s.dtype.type(0))
+    full = n // step * step
+    for c in range(_U(0), full, step):
+        p = vexp_minus(vload(s, base + c), shift)
+        vstore(s, base + c, p)
+        acc = vadd(acc, p)
+    if full < n:
+        left = n - full
+        p = vexp_minus(vload_fill(s, base + full, left, s.dtype.type(-np.inf)), shift)
+        vstore_part(s, base + full, p, left)
+        acc = vadd(acc, p)
+    return vsum(acc)
+
+
+@_internal
+def softmax_rows(s, ld, rows, n, m, l, alpha):
+    """One key block of the online softmax, row by row (``S[r, c] = s[r*ld + c]``, ``r <
+    rows``, ``c < n``, logits in, probabilities out)::
+
+        m' = max(m, max_c S[r, c]);  S[r, c] = exp(S[r, c] - m')
+        alpha[r] = exp(m - m');  l = alpha l + sum_c S[r, c];  m = m'
+
+    A row with every key masked so far keeps ``m = -inf`` and is shifted by 0 instead,
+    giving ``P = 0`` and ``alpha = 0`` (not NaN)."""
+    neg_inf = s.dtype.type(-np.inf)
     for r in range(rows):
         base = r * ld
-        shift = shifts[s0 + r]
-        total = s.dtype.type(0)
-        for c in range(n):
-            p = vmath.exp(s[base + c] - shift)
-            s[base + c] = p
-            total += p
-        sums[r] = total
+        m_old = m[r]
+        m_new = maxnum(m_old, _row_max(s, base, n))
+        m[r] = m_new
+        shift = m_new if m_new != neg_inf else s.dtype.type(0)
+        # exp(-inf) = 0 without the exp: its subnormal intermediates cost a microcode
+        # assist (~150 cycles) per row of the first key block
+        a = s.dtype.type(0) if m_old == neg_inf else vmath.exp(m_old - shift)
+        alpha[r] = a
+        l[r] = l[r] * a + _exp_row(s, base, n, shift)
+
+
+@_internal
+def exp_block(s, ld, rows, n, shifts, s0):
+    """``s[r*ld + c] = exp(s[r*ld + c] - shifts[s0 + r])`` for ``r < rows``, ``c < n``.
+    (``-inf`` logits give 0.)"""
+    for r in range(rows):
+        _exp_row(s, r * ld, n, shifts[s0 + r])
 
 
 @_internal

@@ -23,10 +23,13 @@ from conftest import numerical_gradient
 
 # (B, H, S_q, S_k, d, d_v): sequence lengths 1, 7, 33, 130 (not multiples of the query
 # block of 48 or the key block of 128), S_q != S_k both ways, d from 8 to 128 including
-# widths that are not a multiple of the SIMD panel (24, 40, 72), d_v != d.
+# widths that are not a multiple of the SIMD panel (24, 40, 72), d_v != d.  The last
+# three have at least 8 heads and at most BLOCK_K keys: the short-key path (one task per
+# head, operands packed inside it; the transformer example's (128, 4, 28, 16) is one).
 SHAPES = [(1, 1, 1, 1, 8, 8), (2, 3, 7, 7, 24, 24), (2, 3, 7, 33, 40, 40),
           (2, 2, 33, 7, 72, 72), (1, 2, 130, 130, 128, 128), (2, 1, 33, 130, 64, 24),
-          (1, 3, 130, 33, 8, 72)]
+          (1, 3, 130, 33, 8, 72), (4, 8, 28, 28, 16, 16), (3, 3, 130, 33, 16, 40),
+          (2, 4, 7, 128, 24, 8)]
 
 
 def _run_forward(ops, case):
@@ -160,7 +163,8 @@ def test_backward_matches_finite_differences(backend, mask_name, rng):
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 Numba threads")
 @pytest.mark.parametrize("shape, mask_name", [((1, 1, 130, 130, 40, 40), "causal"),
                                               ((2, 3, 33, 130, 24, 72), "float-keypad"),
-                                              ((1, 2, 200, 300, 64, 64), "bool-QK")], ids=str)
+                                              ((1, 2, 200, 300, 64, 64), "bool-QK"),
+                                              ((3, 3, 130, 100, 16, 24), "causal")], ids=str)
 def test_results_do_not_depend_on_the_thread_count(shape, mask_name, rng, numba_ops):
     """Bit for bit on 1 and 2 threads: the work split depends on the shape only (the
     backward's key-block groups with few heads included)."""

@@ -31,6 +31,7 @@ Writes go to a temporary file in the destination directory, are flushed and fsyn
 and then atomically renamed over the destination: a crash or a full disk mid-save
 leaves the previous file intact.
 """
+import errno
 import io
 import json
 import os
@@ -83,6 +84,10 @@ def atomic_write(path, write):
     untouched."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):    # else mkstemp's error names the temporary file
+        raise FileNotFoundError(errno.ENOENT, f"cannot write {path!r}: the directory "
+                                f"{directory!r} does not exist (create it first, e.g. "
+                                "os.makedirs(directory, exist_ok=True))", path)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
                                dir=directory)
     try:

@@ -165,6 +165,14 @@ def test_missing_file_is_file_not_found(tmp_path):
         fnn.load(tmp_path / "nope.fnn")
 
 
+def test_saving_into_a_missing_directory_names_the_target(tmp_path):
+    target = tmp_path / "runs" / "model.fnn"
+    with pytest.raises(FileNotFoundError, match="does not exist") as info:
+        model().save(target)
+    assert info.value.filename == str(target) and ".tmp" not in str(info.value)
+    assert not (tmp_path / "runs").exists()
+
+
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
 

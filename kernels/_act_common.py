@@ -1,6 +1,6 @@
 """What the activation kernel modules share: fast-math flags and when to use the
-second core.  The modules (:mod:`.act_piecewise`, :mod:`.act_smooth`,
-:mod:`.act_softmax`) follow the pattern described in :mod:`.activations`."""
+second core.  The modules (:mod:`.act_elementwise`, :mod:`.act_softmax`) follow the
+pattern described in :mod:`.activations`."""
 
 # 'contract' lets LLVM fuse a*b + c into one FMA: rounding only, never NaN/Inf behaviour.
 _FLAGS = {"contract"}

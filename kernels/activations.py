@@ -14,37 +14,24 @@ array dtype inside the kernel, and have defaults listed in :data:`ACTIVATIONS`, 
 NaN in gives NaN out in every forward except ``step``, whose output is a 0/1 mask
 (``x >= 0`` is false for NaN, so NaN maps to 0, as in the NumPy reference).
 
-How the element-wise kernels are built (each in three parts):
-
-* ``_name(v, ...)``: the function of one element, written with :mod:`.vmath` so that LLVM
-  inlines and vectorises it (``math.exp`` would be a scalar libm call, ~10x slower).
-* ``_name_forward_span(x, out, ...)``: the loop over a flat stretch of elements.  When
-  ``out`` is ``x`` itself it loops over ``out`` alone: with two names for one buffer LLVM's
-  runtime overlap check fails and it falls back to scalar code (10x slower in place).
-* ``name_forward``: flattens the arrays (one statement per array: a tuple assignment of
-  several ``reshape`` calls miscompiled under ``parallel=True`` in numba 0.68.1, mixing up
-  the arrays) and runs the span serially below a size threshold, else in chunks on
-  ``prange`` (see :data:`SERIAL_MAX_TRANSCENDENTAL` and :data:`SERIAL_MAX_BYTES`).
-  Waking Numba's thread pool costs 1-3 µs (more when its threads have gone to sleep),
-  which is more than small problems take serially.
-
-The kernels live in :mod:`.act_piecewise` (identity, ReLU, leaky ReLU, piecewise linear,
-step: memory-bound), :mod:`.act_smooth` (sigmoid, tanh, ELU, softplus, GELU, Gaussian:
-built on :mod:`.vmath`) and :mod:`.act_softmax` (rows); this module is their registry.
+How the element-wise kernels are built: each activation's formulas are written once, as
+scalar functions in its record in :mod:`.activation_specs` (with :mod:`.vmath` functions,
+which LLVM inlines and vectorises; ``math.exp`` would be a scalar libm call, ~10x slower).
+:mod:`.act_elementwise` compiles them into two generic kernels,
+``activation_forward(x, out, code, p0, p1)`` and
+``activation_backward(dy, x, y, out, code, p0, p1)``, that run the activation's own element
+loop serially below a size threshold, else in chunks on ``prange`` (see
+:data:`SERIAL_MAX_TRANSCENDENTAL` and :data:`SERIAL_MAX_BYTES`; waking Numba's thread pool
+costs 1-3 µs, more than small problems take serially), and gives every activation its
+``name_forward`` / ``name_backward`` on top of them.  The GEMM epilogue and the fused dense
+backward compile the same formulas.
 
 Softmax works on rows, in blocks of rows.  Constants are built with ``x.dtype.type(c)`` (or
 :func:`.vmath.like` for scalars) so float32 stays float32.
 """
 from ._act_common import (CHUNK_CHEAP, CHUNK_TRANSCENDENTAL,  # noqa: F401
                           SERIAL_MAX_BYTES, SERIAL_MAX_TRANSCENDENTAL)
-from .act_piecewise import (identity_backward, identity_forward,  # noqa: F401
-                            leaky_relu_backward, leaky_relu_forward,
-                            piecewise_linear_backward, piecewise_linear_forward,
-                            relu_backward, relu_forward, step_backward, step_forward)
-from .act_smooth import (elu_backward, elu_forward, gaussian_backward,  # noqa: F401
-                         gaussian_forward, gelu_backward, gelu_forward, sigmoid_backward,
-                         sigmoid_forward, softplus_backward, softplus_forward,
-                         tanh_backward, tanh_forward)
+from .act_elementwise import *  # noqa: F401,F403  (name_forward, name_backward)
 from .act_softmax import softmax_backward, softmax_forward  # noqa: F401
 
 

@@ -5,45 +5,22 @@ For a dense layer ``y = f(x @ w + b)`` the backward pass needs ``dz = dy * f'(z)
 :mod:`.matmul` kernels).  :func:`act_bias_grad` computes ``dz`` and ``db`` together, reading
 ``dy`` and ``y`` once.  It expresses ``f'`` through the layer *output* ``y``, so the
 forward pass (:func:`.matmul.matmul_bias_act`) never has to store the pre-activation
-``z``.  That is possible for the activations in :data:`FROM_OUTPUT`:
+``z``.  That is possible for the activations in :data:`FROM_OUTPUT`, those whose record
+in :mod:`.activation_specs` has a ``grad_from_output`` formula (ReLU: ``1 if y > 0``;
+sigmoid: ``beta y (1 - y)``; softplus: ``-expm1(-y)``; ...).  GELU and the Gaussian are
+not functions of their output alone; layers using them are not fused.
 
-===================  ==========================================================
-identity             1
-relu                 1 if y > 0 else 0
-leaky_relu           1 if y > 0 else alpha            (needs alpha >= 0)
-elu                  1 if y > 0 else y + alpha        (needs alpha >= 0)
-sigmoid              beta * y * (1 - y)
-tanh                 1 - y**2
-softplus             1 - exp(-y) = -expm1(-y)
-piecewise_linear     1 / (x_max - x_min) if 0 < y < 1 else 0
-step                 0 (forward-only)
-===================  ==========================================================
-
-GELU and the Gaussian are not functions of their output alone; layers using them are
-not fused.
+The formulas are compiled into one row loop per activation by :mod:`.act_elementwise`
+(:data:`.act_elementwise.GRAD_ROWS`), walked here with ``literal_unroll``: the branch on
+the code sits outside the vectorised loops.
 """
 import numpy as np
-from numba import prange
+from numba import literal_unroll, prange
 
-from . import vmath
 from ._jit import kernel, parallel_kernel
+from .act_elementwise import GRAD_ROWS
 # FROM_OUTPUT: the activations whose derivative act_bias_grad computes from the output.
 from .activation_specs import FROM_OUTPUT  # noqa: F401
-from .epilogue import EPILOGUE_CODES
-
-# 'contract' lets LLVM fuse multiply-adds (rounding only, as in the activation kernels).
-_FLAGS = {"contract"}
-
-
-_IDENTITY = EPILOGUE_CODES["identity"]
-_RELU = EPILOGUE_CODES["relu"]
-_LEAKY = EPILOGUE_CODES["leaky_relu"]
-_ELU = EPILOGUE_CODES["elu"]
-_SIGMOID = EPILOGUE_CODES["sigmoid"]
-_TANH = EPILOGUE_CODES["tanh"]
-_SOFTPLUS = EPILOGUE_CODES["softplus"]
-_PIECEWISE = EPILOGUE_CODES["piecewise_linear"]
-_STEP = EPILOGUE_CODES["step"]
 
 # Rows per task: whole rows stream through memory (a task of 64 rows of 512 float32 is
 # 128 KiB per array) and each task sums its rows into its own row of partial column
@@ -55,74 +32,23 @@ _ROW_BLOCK = 64
 _SERIAL_ELEMENTS = 1 << 15
 
 
-@kernel(fastmath=_FLAGS, inline="always")
-def _grad_row(dyi, yi, dzi, acc, act, a, b):
-    """One row: ``dzi = dyi * f'(yi)`` and ``acc += dzi``.
-
-    The rows are 1-D arrays indexed from 0, so LLVM sees unit-stride, non-negative
-    indices and vectorises each loop (2-D ``dz[i, j]`` indexing over column blocks kept
-    every loop scalar: 18x slower on 2048 x 512).  ``dzi`` may be ``dyi``.
-    """
-    t = dyi.dtype.type
-    zero, one = t(0), t(1)
-    n = dzi.size
-    if act == _IDENTITY:
-        for j in range(n):
-            v = dyi[j]
-            dzi[j] = v
-            acc[j] += v
-    elif act == _RELU:
-        for j in range(n):
-            v = dyi[j] if yi[j] > zero else zero
-            dzi[j] = v
-            acc[j] += v
-    elif act == _LEAKY:
-        for j in range(n):
-            v = dyi[j] if yi[j] > zero else a * dyi[j]
-            dzi[j] = v
-            acc[j] += v
-    elif act == _ELU:
-        for j in range(n):
-            u = yi[j]
-            v = dyi[j] if u > zero else dyi[j] * (u + a)
-            dzi[j] = v
-            acc[j] += v
-    elif act == _SIGMOID:
-        for j in range(n):
-            u = yi[j]
-            v = dyi[j] * a * u * (one - u)
-            dzi[j] = v
-            acc[j] += v
-    elif act == _TANH:
-        for j in range(n):
-            u = yi[j]
-            v = dyi[j] * (one - u * u)
-            dzi[j] = v
-            acc[j] += v
-    elif act == _SOFTPLUS:
-        for j in range(n):
-            v = -dyi[j] * vmath.expm1(-yi[j])
-            dzi[j] = v
-            acc[j] += v
-    elif act == _PIECEWISE:
-        inv_width = one / (b - a)
-        for j in range(n):
-            u = yi[j]
-            v = dyi[j] * inv_width if (u > zero and u < one) else zero
-            dzi[j] = v
-            acc[j] += v
-    else:  # step: no gradient flows
-        for j in range(n):
-            dzi[j] = zero
-
-
 @kernel
 def _grad_rows(dy, y, dz, acc, act, p0, p1, r0, r1):
-    """Rows ``r0:r1`` of ``dz``, their column sums added to ``acc``."""
+    """Rows ``r0:r1`` of ``dz``, their column sums added to ``acc``: the activation's
+    rows pass, chosen once per task."""
     t = dy.dtype.type
     a, b = t(p0), t(p1)
-    for i in range(r0, r1):
-        _grad_row(dy[i], y[i], dz[i], acc, act, a, b)
+    found = False
+    for entry in literal_unroll(GRAD_ROWS):
+        if act == entry[0]:
+            found = True
+            entry[1](dy, y, dz, acc, a, b, r0, r1)
+    if not found:  # a code without a from-output formula: no gradient flows
+        zero = t(0)
+        for i in range(r0, r1):
+            dzi = dz[i]
+            for j in range(dzi.size):
+                dzi[j] = zero
 
 
 @parallel_kernel

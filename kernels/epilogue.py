@@ -7,28 +7,30 @@ instead of three times (product, bias, activation).  :func:`bias_act_run` is tha
 one contiguous run of a row; :func:`bias_act_rows` applies it to a whole matrix, for
 callers that already hold ``z = x @ w`` and for testing.
 
-Activations are passed as integer codes (:data:`EPILOGUE_CODES`; the names are those of
-:data:`.activations.ACTIVATIONS`) with two float parameters ``p0, p1`` in the registry's
-order: sigmoid ``beta``; leaky_relu and elu ``alpha``; piecewise_linear ``x_min, x_max``;
-the others ignore them.  ``act = -1`` (:data:`NO_EPILOGUE`) means "plain product": the
-GEMM core skips the epilogue entirely.  Softmax works on whole rows, so it is not an
-epilogue.
+Activations are passed as integer codes (:data:`EPILOGUE_CODES`, from the records of
+:mod:`.activation_specs`) with two float parameters ``p0, p1`` in the record's order:
+sigmoid ``beta``; leaky_relu and elu ``alpha``; piecewise_linear ``x_min, x_max``; the
+others ignore them.  ``act = -1`` (:data:`NO_EPILOGUE`) means "plain product": the GEMM
+core skips the epilogue entirely.  Softmax works on whole rows, so it is not an epilogue.
 
-The formulas are those of the forward kernels of :mod:`.activations`, expression for
-expression (same overflow-free forms, same :mod:`.vmath` functions, same 'contract'
-fast-math flag), so a fused layer gives the results of the unfused one; a test checks it.
-NaN propagates as in the NumPy reference (:mod:`fastnn.backends.numpy_ops`): a fused
-forward pass must not hide a diverging layer.  No 'nnan'/'ninf' flags are used.
+The formulas are the records' forward formulas, compiled into one loop per activation
+by :mod:`.act_elementwise` (:data:`.act_elementwise.EPILOGUE_RUNS`, the formula inlined
+as in the element-wise kernels, same 'contract' fast-math flag), so a fused layer gives
+the results of the unfused one; a test checks it.  NaN propagates as in the
+NumPy reference: a fused forward pass must not hide a diverging layer.  No 'nnan'/'ninf'
+flags are used.
 
-The branch on ``act`` sits outside the element loops, so each case is one simple loop
-over the run that LLVM vectorises (the :mod:`.vmath` functions are plain arithmetic that
-inlines into the loop, unlike ``math.exp``, which Numba lowers to scalar libm calls).
+The branch on ``act`` sits outside the element loops (``literal_unroll`` over the
+``(code, loop)`` pairs), so each case is one simple loop over the run that LLVM
+vectorises (the :mod:`.vmath` functions are plain arithmetic that inlines into the loop,
+unlike ``math.exp``, which Numba lowers to scalar libm calls).
 """
 import numba
 import numpy as np
+from numba import literal_unroll
 
-from . import vmath
 from ._jit import kernel, parallel_kernel
+from .act_elementwise import EPILOGUE_RUNS
 # Activation name -> epilogue code, from the records of .activation_specs.
 from .activation_specs import EPILOGUE_CODES
 
@@ -45,18 +47,6 @@ def epilogue_args(activation, params):
 
 #: ``act`` value meaning "no epilogue": the product is stored (or accumulated) as it is.
 NO_EPILOGUE = -1
-
-_IDENTITY = 0
-_RELU = 1
-_LEAKY_RELU = 2
-_ELU = 3
-_SIGMOID = 4
-_TANH = 5
-_SOFTPLUS = 6
-_GELU = 7
-_PIECEWISE_LINEAR = 8
-_GAUSSIAN = 9
-_STEP = 10
 
 _U = np.uint64
 
@@ -90,57 +80,15 @@ def bias_act_run(c, start, n, bias, bias_start, act, p0, p1):
     s = _U(start)
     n = _U(n)
     t = c.dtype.type
-    zero = t(0)
-    one = t(1)
     if bias.size != 0:
         b0 = _U(bias_start)
         for j in range(n):
             c[s + j] += bias[b0 + j]
-    if act == _RELU:
-        for j in range(n):
-            v = c[s + j]
-            c[s + j] = zero if v < zero else v      # NaN is not < 0: it passes through
-    elif act == _LEAKY_RELU:
-        alpha = t(p0)
-        for j in range(n):
-            v = c[s + j]
-            c[s + j] = v if v > zero else alpha * v
-    elif act == _ELU:
-        alpha = t(p0)
-        for j in range(n):
-            v = c[s + j]
-            # expm1 of a non-positive number (or NaN): accurate near 0, never overflows.
-            c[s + j] = v if v > zero else alpha * vmath.expm1(zero if v > zero else v)
-    elif act == _SIGMOID:
-        beta = t(p0)
-        for j in range(n):
-            z = beta * c[s + j]
-            e = vmath.exp(-abs(z))
-            c[s + j] = (one if z >= zero else e) / (one + e)
-    elif act == _TANH:
-        for j in range(n):
-            c[s + j] = vmath.tanh(c[s + j])
-    elif act == _SOFTPLUS:
-        for j in range(n):
-            v = c[s + j]
-            c[s + j] = (v if v > zero else zero) + vmath.log1p(vmath.exp(-abs(v)))
-    elif act == _GELU:
-        for j in range(n):
-            v = c[s + j]
-            c[s + j] = v * vmath.normal_cdf(v)
-    elif act == _PIECEWISE_LINEAR:
-        lo = t(p0)
-        hi = t(p1)
-        inv_width = one / (hi - lo)
-        for j in range(n):
-            v = c[s + j]
-            c[s + j] = zero if v <= lo else (one if v >= hi else (v - lo) * inv_width)
-    elif act == _GAUSSIAN:
-        for j in range(n):
-            c[s + j] = vmath.gaussian(c[s + j])
-    elif act == _STEP:
-        for j in range(n):
-            c[s + j] = one if c[s + j] >= zero else zero
+    a = t(p0)
+    b = t(p1)
+    for entry in literal_unroll(EPILOGUE_RUNS):
+        if act == entry[0]:
+            entry[1](c, s, n, a, b)
 
 
 @kernel

@@ -6,12 +6,9 @@ Numba kernel (see ``fastnn.kernels``): it writes into ``out`` and returns it (lo
 the mean loss and write the gradient).  Clarity beats speed here, but nothing is
 gratuitously slow: matrix products go to BLAS and everything else is vectorised.
 """
-import math
-
 import numpy as np
 
-# NumPy has no erf; math.erf is exact to double precision, which a reference needs.
-_erf = np.vectorize(math.erf, otypes=[np.float64])
+from ..kernels.activation_specs import ELEMENTWISE
 
 
 def _cast(value, like):
@@ -63,120 +60,13 @@ def bias_grad(dy, out, accumulate=False):
 
 
 # --------------------------------------------------------------------------- activations
-def identity_forward(x, out):
-    out[...] = x
-    return out
-
-
-def identity_backward(dy, x, y, out):
-    out[...] = dy
-    return out
-
-
-def sigmoid_forward(x, out, beta):
-    z = _cast(beta, x) * x
-    e = np.exp(-np.abs(z))
-    out[...] = np.where(z >= 0, 1, e) / (1 + e)
-    return out
-
-
-def sigmoid_backward(dy, x, y, out, beta):
-    out[...] = dy * _cast(beta, y) * y * (1 - y)
-    return out
-
-
-def tanh_forward(x, out):
-    np.tanh(x, out=out)
-    return out
-
-
-def tanh_backward(dy, x, y, out):
-    out[...] = dy * (1 - y * y)
-    return out
-
-
-def relu_forward(x, out):
-    np.maximum(x, 0, out=out)
-    return out
-
-
-def relu_backward(dy, x, y, out):
-    out[...] = np.where(x > 0, dy, 0)
-    return out
-
-
-def leaky_relu_forward(x, out, alpha):
-    out[...] = np.where(x > 0, x, _cast(alpha, x) * x)
-    return out
-
-
-def leaky_relu_backward(dy, x, y, out, alpha):
-    out[...] = np.where(x > 0, dy, _cast(alpha, x) * dy)
-    return out
-
-
-def elu_forward(x, out, alpha):
-    out[...] = np.where(x > 0, x, _cast(alpha, x) * np.expm1(np.minimum(x, 0)))
-    return out
-
-
-def elu_backward(dy, x, y, out, alpha):
-    out[...] = np.where(x > 0, dy, dy * (y + _cast(alpha, x)))
-    return out
-
-
-def softplus_forward(x, out):
-    out[...] = np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
-    return out
-
-
-def softplus_backward(dy, x, y, out):
-    e = np.exp(-np.abs(x))
-    out[...] = dy * np.where(x >= 0, 1, e) / (1 + e)
-    return out
-
-
-def gelu_forward(x, out):
-    out[...] = 0.5 * x * (1 + _erf(x / math.sqrt(2)))
-    return out
-
-
-def gelu_backward(dy, x, y, out):
-    cdf = 0.5 * (1 + _erf(x / math.sqrt(2)))
-    pdf = np.exp(-0.5 * x.astype(np.float64) ** 2) / math.sqrt(2 * math.pi)
-    out[...] = dy * (cdf + x * pdf)
-    return out
-
-
-def piecewise_linear_forward(x, out, x_min, x_max):
-    out[...] = np.clip((x - _cast(x_min, x)) / _cast(x_max - x_min, x), 0, 1)
-    return out
-
-
-def piecewise_linear_backward(dy, x, y, out, x_min, x_max):
-    inside = (x > _cast(x_min, x)) & (x < _cast(x_max, x))
-    out[...] = np.where(inside, dy / _cast(x_max - x_min, x), 0)
-    return out
-
-
-def gaussian_forward(x, out):
-    np.exp(-(x * x), out=out)
-    return out
-
-
-def gaussian_backward(dy, x, y, out):
-    out[...] = -2 * dy * x * y
-    return out
-
-
-def step_forward(x, out):
-    out[...] = x >= 0
-    return out
-
-
-def step_backward(dy, x, y, out):
-    out[...] = 0
-    return out
+# The element-wise activations' references are written in their records, next to the
+# formulas the kernels compile (fastnn/kernels/activation_specs.py): name_forward(x, out,
+# *params) and name_backward(dy, x, y, out, *params).
+for _spec in ELEMENTWISE:
+    globals()[f"{_spec.name}_forward"] = _spec.reference_forward
+    globals()[f"{_spec.name}_backward"] = _spec.reference_backward
+del _spec
 
 
 def softmax_forward(x, out):
@@ -332,18 +222,9 @@ def clip_inplace(x, limit):
 
 
 # --------------------------------------------------------------------------- fused dense
-# f'(z) written through the output y = f(z) (see fastnn.kernels.dense for the table).
-_DERIVATIVE_FROM_OUTPUT = {
-    "identity": lambda y, p: np.ones_like(y),
-    "relu": lambda y, p: (y > 0).astype(y.dtype),
-    "leaky_relu": lambda y, p: np.where(y > 0, 1, p[0]).astype(y.dtype),
-    "elu": lambda y, p: np.where(y > 0, 1, y + p[0]).astype(y.dtype),
-    "sigmoid": lambda y, p: p[0] * y * (1 - y),
-    "tanh": lambda y, p: 1 - y * y,
-    "softplus": lambda y, p: -np.expm1(-y),
-    "piecewise_linear": lambda y, p: np.where((y > 0) & (y < 1), 1 / (p[1] - p[0]), 0).astype(y.dtype),
-    "step": lambda y, p: np.zeros_like(y),
-}
+# f'(z) written through the output y = f(z), from the records (see fastnn.kernels.dense).
+_DERIVATIVE_FROM_OUTPUT = {spec.name: spec.reference_grad_from_output for spec in ELEMENTWISE
+                           if spec.reference_grad_from_output is not None}
 
 
 def dense_forward(x, w, bias, out, activation, *params):

@@ -6,11 +6,12 @@ has the CPU kernels' signatures, ``name_forward(x, out, *params)`` (``out = f(x)
 C-contiguous device arrays of one dtype (1-D or 2-D; softmax 2-D); ``out`` may be ``x``
 (forward) or ``dy`` (backward).
 
-* Device functions, built per dtype by :func:`device_functions`: one per activation for
-  its value and, for :data:`..dense.FROM_OUTPUT`, for ``dy * f'(z)`` from the output ``y``
-  alone (the fused dense backward never stores ``z``), plus dispatchers on the integer
-  codes of :data:`..epilogue.EPILOGUE_CODES` (``forward``, ``backward``,
-  ``backward_from_output``) that :mod:`.dense` reuses.  They are inlined by Numba
+* Device functions, built per dtype by :func:`device_functions`: the formulas of the
+  records in :mod:`..activation_specs` -- the very functions the CPU kernels compile --
+  re-bound to CUDA primitives (:func:`_primitives`: libdevice's ``exp``, ``expm1``,
+  ``log1p``, ``tanh``, and the normal cdf/pdf and ``exp(-x**2)`` below) and compiled by
+  ``numba.cuda``, plus dispatchers on the codes (``forward``, ``backward``,
+  ``backward_from_output``) that :mod:`.dense` reuses.  Everything is inlined by Numba
   (``inline="always"``): a non-inlined device function is compiled for the current GPU,
   so ``cuda.compile_ptx`` could not compile the kernels on a machine without one.
 * The element-wise launchers share two grid-stride kernels over the flattened arrays that
@@ -22,30 +23,27 @@ C-contiguous device arrays of one dtype (1-D or 2-D; softmax 2-D); ``out`` may b
 * Constants are Numba scalars of the kernel's dtype and the launchers convert the
   parameters to the array dtype, so a float32 kernel has no float64 instruction.
 
-Numerics follow the CPU kernels (overflow-free forms; NaN in gives NaN out except for the
-step, which maps NaN to 0; infinities as in the NumPy reference): sigmoid through
-``exp(-|z|)``, softplus as ``max(x, 0) + log1p(exp(-|x|))``, GELU as ``x * Phi(x)`` with
-``Phi(x) = erfc(-x/sqrt 2)/2`` corrected to first order for the rounding of ``x/sqrt 2``
-(accurate in the left tail), and ``exp(-x**2)`` with ``x**2`` split exactly by an FMA.
+Numerics follow the CPU kernels, formula for formula (overflow-free forms; NaN in gives
+NaN out except for the step, which maps NaN to 0; infinities as in the NumPy reference);
+the primitives differ: ``Phi(x) = erfc(-x/sqrt 2)/2`` corrected to first order for the
+rounding of ``x/sqrt 2`` (accurate in the left tail), and ``exp(-x**2)`` with ``x**2``
+split exactly by an FMA.
 """
+import builtins
 import functools
 import math
+import types
 from types import SimpleNamespace
 
 import numba
 from numba import cuda
 
+from ..activation_specs import ELEMENTWISE, PRIMITIVES, reads
 from ..activations import ACTIVATIONS, NOT_DIFFERENTIABLE, ROW_WISE
-from ..epilogue import EPILOGUE_CODES
 from ._common import MAX_BLOCKS, THREADS, grid_1d, signatures
 
 __all__ = ([f"{name}_{way}" for name in ACTIVATIONS for way in ("forward", "backward")]
            + ["ACTIVATIONS", "NOT_DIFFERENTIABLE", "ROW_WISE"])
-
-(_IDENTITY, _RELU, _LEAKY_RELU, _ELU, _SIGMOID, _TANH, _SOFTPLUS, _GELU, _PIECEWISE_LINEAR,
- _GAUSSIAN, _STEP) = (EPILOGUE_CODES[name] for name in (
-    "identity", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "gelu",
-    "piecewise_linear", "gaussian", "step"))
 
 _INV_SQRT2 = 0.7071067811865476
 _TWO_OVER_SQRT_PI = 1.1283791670955126
@@ -60,41 +58,20 @@ _HALF_GAUSS_X_MAX = {"float32": 15.0, "float64": 40.0}
 _FINITE_MAX = {"float32": 1e30, "float64": 1e300}
 
 
-@functools.lru_cache(maxsize=None)
-def device_functions(dtype):
-    """The device functions for the Numba float type ``dtype``, in a namespace (one per
-    dtype: the kernels of this module and of :mod:`.dense` share them)."""
+def _primitives(dtype, device):
+    """The functions of :data:`..activation_specs.PRIMITIVES` as device functions for the
+    Numba float type ``dtype``."""
     key = str(dtype)
-    zero, one, half = dtype(0), dtype(1), dtype(0.5)
-    minus_two = dtype(-2)
+    one, half = dtype(1), dtype(0.5)
     inv_sqrt2, inv_sqrt2_lo = dtype(_INV_SQRT2), dtype(_INV_SQRT2_LO[key])
     two_over_sqrt_pi, inv_sqrt_2pi = dtype(_TWO_OVER_SQRT_PI), dtype(_INV_SQRT_2PI)
     gauss_max, half_gauss_max = dtype(_GAUSS_X_MAX[key]), dtype(_HALF_GAUSS_X_MAX[key])
     finite_max = dtype(_FINITE_MAX[key])
-    device = cuda.jit(device=True, inline="always")
-
-    # ------------------------------------------------------------------ values
-    @device
-    def sigmoid(v, beta):
-        z = beta * v
-        e = math.exp(-abs(z))                   # <= 1: never overflows
-        return (one if z >= zero else e) / (one + e)
+    zero = dtype(0)
 
     @device
-    def relu(v):
-        return zero if v < zero else v          # NaN is not < 0: it passes through
-
-    @device
-    def leaky_relu(v, alpha):
-        return v if v > zero else alpha * v
-
-    @device
-    def elu(v, alpha):
-        return v if v > zero else alpha * math.expm1(v)   # expm1 of v <= 0 (or NaN)
-
-    @device
-    def softplus(v):
-        return (v if v > zero else zero) + math.log1p(math.exp(-abs(v)))
+    def like(v, c):
+        return dtype(c)
 
     @device
     def normal_cdf(v):
@@ -119,134 +96,68 @@ def device_functions(dtype):
         return exp_neg_square(v, half, half_gauss_max) * inv_sqrt_2pi
 
     @device
-    def gelu(v):
-        return v * normal_cdf(v)
-
-    @device
-    def piecewise_linear(v, lo, hi):
-        return zero if v <= lo else (one if v >= hi else (v - lo) * (one / (hi - lo)))
-
-    @device
     def gaussian(v):
         return exp_neg_square(v, one, gauss_max)
 
-    @device
-    def step(v):
-        return one if v >= zero else zero       # NaN -> 0, as in the reference
+    found = {"exp": math.exp, "expm1": math.expm1, "log1p": math.log1p, "tanh": math.tanh,
+             "like": like, "normal_cdf": normal_cdf, "normal_pdf": normal_pdf,
+             "gaussian": gaussian}
+    assert set(found) == set(PRIMITIVES)
+    return found
 
-    # ------------------------------------------------------------------ dy * f'(z) from y
-    # (the fused dense backward never stores z; see kernels/dense.py FROM_OUTPUT)
-    @device
-    def relu_grad_from_output(d, y):
-        return d if y > zero else zero          # y > 0 exactly where z > 0
 
-    @device
-    def leaky_relu_grad_from_output(d, y, alpha):
-        return d if y > zero else alpha * d     # (alpha >= 0)
+def _dispatcher(name, arguments, pairs, otherwise, namespace, device):
+    """A device function ``name(code, *arguments)`` that returns the formula of ``code``
+    from ``pairs`` (``(code, device function)``) applied to the arguments, else
+    ``otherwise``.  Generated as source: an ``if`` per code calling each formula by
+    name, which Numba inlines (a call through a tuple could not be)."""
+    args = ", ".join(arguments)
+    lines = [f"def {name}(code, {args}):"]
+    for code, fn in pairs:
+        namespace[f"_{name}_{code}"] = fn
+        lines += [f"    if code == {code}:", f"        return _{name}_{code}({args})"]
+    lines.append(f"    return {otherwise}")
+    exec("\n".join(lines), namespace)
+    return device(namespace[name])
 
-    @device
-    def elu_grad_from_output(d, y, alpha):
-        return d if y > zero else d * (y + alpha)
 
-    @device
-    def sigmoid_grad_from_output(d, y, beta):
-        return d * beta * y * (one - y)
+@functools.lru_cache(maxsize=None)
+def device_functions(dtype):
+    """The device functions for the Numba float type ``dtype``, in a namespace (one per
+    dtype: the kernels of this module and of :mod:`.dense` share them): the primitives,
+    ``forward(code, v, p0, p1)`` = ``f(v)``, ``backward(code, d, x, y, p0, p1)`` =
+    ``d * f'(x)`` and ``backward_from_output(code, d, y, p0, p1)`` = ``d * f'(z)`` from
+    ``y = f(z)`` (0 for the codes without a from-output formula, as in the CPU
+    ``act_bias_grad``); any other code: identity."""
+    device = cuda.jit(device=True, inline="always")
+    primitives = _primitives(dtype, device)
+    scope = {"__builtins__": builtins, **primitives}
 
-    @device
-    def tanh_grad_from_output(d, y):
-        return d * (one - y * y)
+    def compiled(formula):
+        return device(types.FunctionType(formula.__code__, scope, formula.__name__,
+                                         formula.__defaults__))
 
-    @device
-    def softplus_grad_from_output(d, y):
-        return -d * math.expm1(-y)
-
-    @device
-    def piecewise_linear_grad_from_output(d, y, lo, hi):
-        return d * (one / (hi - lo)) if (y > zero and y < one) else zero
-
-    # ------------------------------------------------------------------ dispatch on codes
-    @device
-    def forward(code, v, p0, p1):
-        """``f(v)`` for the activation ``code`` (any other code: identity)."""
-        if code == _RELU:
-            return relu(v)
-        if code == _LEAKY_RELU:
-            return leaky_relu(v, p0)
-        if code == _ELU:
-            return elu(v, p0)
-        if code == _SIGMOID:
-            return sigmoid(v, p0)
-        if code == _TANH:
-            return math.tanh(v)
-        if code == _SOFTPLUS:
-            return softplus(v)
-        if code == _GELU:
-            return gelu(v)
-        if code == _PIECEWISE_LINEAR:
-            return piecewise_linear(v, p0, p1)
-        if code == _GAUSSIAN:
-            return gaussian(v)
-        if code == _STEP:
-            return step(v)
-        return v
-
-    @device
-    def backward(code, d, v, y, p0, p1):
-        """``d * f'(v)`` given the input ``v`` and the output ``y = f(v)``; the kinks are
-        tested on ``v``, as in the CPU kernels (relu/leaky_relu: the formula from ``y``
-        applied to ``v``, since ``y > 0`` exactly where ``v > 0``)."""
-        if code == _RELU:
-            return relu_grad_from_output(d, v)
-        if code == _LEAKY_RELU:
-            return leaky_relu_grad_from_output(d, v, p0)
-        if code == _ELU:
-            return d if v > zero else d * (y + p0)
-        if code == _SIGMOID:
-            return sigmoid_grad_from_output(d, y, p0)
-        if code == _TANH:
-            return tanh_grad_from_output(d, y)
-        if code == _SOFTPLUS:
-            return d * sigmoid(v, one)
-        if code == _GELU:
-            return d * (normal_cdf(v) + v * normal_pdf(v))
-        if code == _PIECEWISE_LINEAR:
-            return d * (one / (p1 - p0)) if (v > p0 and v < p1) else zero
-        if code == _GAUSSIAN:
-            return minus_two * d * v * y
-        if code == _STEP:
-            return zero
-        return d
-
-    @device
-    def backward_from_output(code, d, y, p0, p1):
-        """``d * f'(z)`` from ``y = f(z)`` alone, for the codes of ``dense.FROM_OUTPUT``
-        (the others, step included, give 0, as in the CPU ``act_bias_grad``)."""
-        if code == _IDENTITY:
-            return d
-        if code == _RELU:
-            return relu_grad_from_output(d, y)
-        if code == _LEAKY_RELU:
-            return leaky_relu_grad_from_output(d, y, p0)
-        if code == _ELU:
-            return elu_grad_from_output(d, y, p0)
-        if code == _SIGMOID:
-            return sigmoid_grad_from_output(d, y, p0)
-        if code == _TANH:
-            return tanh_grad_from_output(d, y)
-        if code == _SOFTPLUS:
-            return softplus_grad_from_output(d, y)
-        if code == _PIECEWISE_LINEAR:
-            return piecewise_linear_grad_from_output(d, y, p0, p1)
-        return zero
-
-    return SimpleNamespace(**{name: fn for name, fn in locals().items()
-                              if isinstance(fn, type(forward))})
+    namespace = {"zero": dtype(0)}
+    forward = _dispatcher("forward", ("v", "p0", "p1"),
+                          [(s.code, compiled(s.forward)) for s in ELEMENTWISE], "v",
+                          namespace, device)
+    backward = _dispatcher("backward", ("d", "x", "y", "p0", "p1"),
+                           [(s.code, compiled(s.backward)) for s in ELEMENTWISE], "d",
+                           namespace, device)
+    backward_from_output = _dispatcher(
+        "backward_from_output", ("d", "y", "p0", "p1"),
+        [(s.code, compiled(s.grad_from_output)) for s in ELEMENTWISE
+         if s.grad_from_output is not None], "zero", namespace, device)
+    return SimpleNamespace(forward=forward, backward=backward,
+                           backward_from_output=backward_from_output, **primitives)
 
 
 # --------------------------------------------------------------------------- kernels
-# Codes whose derivative reads the input x, resp. the output y (see ``backward``).
-_USES_X = (_RELU, _LEAKY_RELU, _ELU, _SOFTPLUS, _GELU, _PIECEWISE_LINEAR, _GAUSSIAN)
-_USES_Y = (_ELU, _SIGMOID, _TANH, _GAUSSIAN)
+# Codes whose derivative reads the gradient dy, the input x, resp. the output y: the
+# backward kernel loads only those (the code is a runtime value there).
+_USES_DY = tuple(s.code for s in ELEMENTWISE if reads(s.backward, "d"))
+_USES_X = tuple(s.code for s in ELEMENTWISE if reads(s.backward, "x"))
+_USES_Y = tuple(s.code for s in ELEMENTWISE if reads(s.backward, "y"))
 
 
 def _make_kernels(dtype):
@@ -281,7 +192,7 @@ def _make_kernels(dtype):
     def elementwise_backward(dy, x, y, out, code, p0, p1):
         uses_x = code in _USES_X
         uses_y = code in _USES_Y
-        uses_dy = code != _STEP
+        uses_dy = code in _USES_DY
         for i in range(cuda.grid(1), dy.size, cuda.gridsize(1)):
             d = dy[i] if uses_dy else zero
             v = x[i] if uses_x else zero
@@ -346,7 +257,7 @@ PTX_SIGNATURES = [
 
 
 # --------------------------------------------------------------------------- launchers
-def _forward(code, x, out, p0=0.0, p1=0.0):
+def _forward(x, out, code, p0=0.0, p1=0.0):
     n = x.size
     if n:
         t = x.dtype.type
@@ -355,7 +266,7 @@ def _forward(code, x, out, p0=0.0, p1=0.0):
     return out
 
 
-def _backward(code, dy, x, y, out, p0=0.0, p1=0.0):
+def _backward(dy, x, y, out, code, p0=0.0, p1=0.0):
     n = dy.size
     if n:
         t = dy.dtype.type
@@ -369,114 +280,32 @@ def _row_launch(n_rows, n_cols):
     return min(n_rows, MAX_BLOCKS), min(THREADS, max(32, 1 << (n_cols - 1).bit_length()))
 
 
-def identity_forward(x, out):
-    """``out = x``."""
-    return _forward(_IDENTITY, x, out)
+def _launchers(spec, forward, backward):
+    """``{name}_forward(x, out, <params>)`` and ``{name}_backward(dy, x, y, out, <params>)``
+    for the element-wise record ``spec``, calling ``forward(x, out, code, p0, p1)`` and
+    ``backward(dy, x, y, out, code, p0, p1)``.  Generated as source, like ``dataclasses``
+    does, so that the functions take the record's parameter names."""
+    names = [name for name, _ in spec.params]
+    assert len(names) <= 2, "the kernels take two parameters"
+    signature = "".join(f", {name}" for name in names)
+    values = ", ".join([f"float({name})" for name in names] + ["0.0"] * (2 - len(names)))
+    source = (f"def {spec.name}_forward(x, out{signature}):\n"
+              f"    return _forward(x, out, {spec.code}, {values})\n"
+              f"def {spec.name}_backward(dy, x, y, out{signature}):\n"
+              f"    return _backward(dy, x, y, out, {spec.code}, {values})\n")
+    namespace = {"_forward": forward, "_backward": backward}
+    exec(source, namespace)
+    fwd, bwd = namespace[f"{spec.name}_forward"], namespace[f"{spec.name}_backward"]
+    fwd.__doc__ = f"{spec.doc}: ``out = f(x)``."
+    bwd.__doc__ = f"``out = dy * f'(x)`` (``y = f(x)``) for {spec.name}."
+    return fwd, bwd
 
 
-def identity_backward(dy, x, y, out):
-    """``out = dy``."""
-    return _backward(_IDENTITY, dy, x, y, out)
-
-
-def sigmoid_forward(x, out, beta):
-    """``out = 1 / (1 + exp(-beta * x))`` (via ``exp(-|beta x|)``: never overflows)."""
-    return _forward(_SIGMOID, x, out, beta)
-
-
-def sigmoid_backward(dy, x, y, out, beta):
-    """``out = dy * beta * y * (1 - y)``."""
-    return _backward(_SIGMOID, dy, x, y, out, beta)
-
-
-def tanh_forward(x, out):
-    """``out = tanh(x)``."""
-    return _forward(_TANH, x, out)
-
-
-def tanh_backward(dy, x, y, out):
-    """``out = dy * (1 - y**2)``."""
-    return _backward(_TANH, dy, x, y, out)
-
-
-def relu_forward(x, out):
-    """``out = max(x, 0)`` (NaN stays NaN)."""
-    return _forward(_RELU, x, out)
-
-
-def relu_backward(dy, x, y, out):
-    """``out = dy * (x > 0)``."""
-    return _backward(_RELU, dy, x, y, out)
-
-
-def leaky_relu_forward(x, out, alpha):
-    """``out = x`` for ``x > 0`` else ``alpha * x``."""
-    return _forward(_LEAKY_RELU, x, out, alpha)
-
-
-def leaky_relu_backward(dy, x, y, out, alpha):
-    """``out = dy`` for ``x > 0`` else ``alpha * dy``."""
-    return _backward(_LEAKY_RELU, dy, x, y, out, alpha)
-
-
-def elu_forward(x, out, alpha):
-    """``out = x`` for ``x > 0`` else ``alpha * expm1(x)``."""
-    return _forward(_ELU, x, out, alpha)
-
-
-def elu_backward(dy, x, y, out, alpha):
-    """``out = dy`` for ``x > 0`` else ``dy * (y + alpha)``."""
-    return _backward(_ELU, dy, x, y, out, alpha)
-
-
-def softplus_forward(x, out):
-    """``out = max(x, 0) + log1p(exp(-|x|))``."""
-    return _forward(_SOFTPLUS, x, out)
-
-
-def softplus_backward(dy, x, y, out):
-    """``out = dy * sigmoid(x)``."""
-    return _backward(_SOFTPLUS, dy, x, y, out)
-
-
-def gelu_forward(x, out):
-    """``out = x * Phi(x)``, ``Phi`` the standard normal cdf (exact GELU)."""
-    return _forward(_GELU, x, out)
-
-
-def gelu_backward(dy, x, y, out):
-    """``out = dy * (Phi(x) + x * phi(x))``, ``phi`` the standard normal density."""
-    return _backward(_GELU, dy, x, y, out)
-
-
-def piecewise_linear_forward(x, out, x_min, x_max):
-    """``out = clip((x - x_min) / (x_max - x_min), 0, 1)``."""
-    return _forward(_PIECEWISE_LINEAR, x, out, x_min, x_max)
-
-
-def piecewise_linear_backward(dy, x, y, out, x_min, x_max):
-    """``out = dy / (x_max - x_min)`` strictly inside ``(x_min, x_max)``, else 0."""
-    return _backward(_PIECEWISE_LINEAR, dy, x, y, out, x_min, x_max)
-
-
-def gaussian_forward(x, out):
-    """``out = exp(-x**2)``."""
-    return _forward(_GAUSSIAN, x, out)
-
-
-def gaussian_backward(dy, x, y, out):
-    """``out = -2 * dy * x * y``."""
-    return _backward(_GAUSSIAN, dy, x, y, out)
-
-
-def step_forward(x, out):
-    """``out = 1`` for ``x >= 0`` else 0 (NaN maps to 0)."""
-    return _forward(_STEP, x, out)
-
-
-def step_backward(dy, x, y, out):
-    """``out = 0``: the step is forward-only (see the CPU kernel)."""
-    return _backward(_STEP, dy, x, y, out)
+# name_forward / name_backward for every element-wise record, with its parameter names.
+for _spec in ELEMENTWISE:
+    for _fn in _launchers(_spec, _forward, _backward):
+        globals()[_fn.__name__] = _fn
+del _spec, _fn
 
 
 def softmax_forward(x, out):

@@ -23,7 +23,7 @@ from .kernels.activations import ACTIVATIONS
 from .dropout import Dropout
 from .layers import (ELU, GELU, Activation, Dense, Gaussian, Identity, LeakyReLU, Linear,
                      PiecewiseLinear, ReLU, Sigmoid, Softmax, Softplus, Step, Tanh)
-from .losses import LOSSES, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
+from .losses import LOSSES, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
 from .model import Sequential
 from .norm import BatchNorm1d, LayerNorm
 from .module import Module, Parameter
@@ -42,7 +42,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVATIONS", "INITIALIZERS", "LOSSES", "OPTIMIZERS", "Activation", "BatchNorm1d",
     "Dropout", "LayerNorm",
-    "BCEWithLogitsLoss", "BackendUnavailableError", "CrossEntropyLoss", "DatasetNotFoundError", "Dense", "ELU", "GELU",
+    "BCELoss", "BCEWithLogitsLoss", "BackendUnavailableError", "CrossEntropyLoss", "DatasetNotFoundError", "Dense", "ELU", "GELU",
     "Gaussian", "History", "Identity", "LeakyReLU", "Linear", "Loss", "MSELoss",
     "ModelFileError", "Module", "Optimizer", "Parameter", "PiecewiseLinear", "ReLU", "SGD",
     "Sequential", "Sigmoid", "Softmax", "Softplus", "Step", "Tanh", "TrainingDivergedError",

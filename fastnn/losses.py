@@ -15,6 +15,11 @@ class Loss:
     name = None
     #: metrics this loss can report besides itself
     metrics = ()
+    #: the activation the loss applies to logits ("softmax", "sigmoid"), None if none
+    link = None
+    #: True: the predictions are logits; False: probabilities (the outputs of ``link``);
+    #: None: not decided yet (a Keras name, decided by ``compile`` from the last layer)
+    from_logits = True
 
     def __call__(self, predictions, targets):
         """``(mean loss, gradient)``; the gradient lives where the predictions do (a
@@ -32,6 +37,8 @@ class Loss:
         return self._compute(pred, targets, backend)
 
     def _compute(self, pred, targets, backend):
+        if self.from_logits is False:
+            return self._compute_from_probabilities(pred, targets, backend)
         grad = backend.empty(pred.shape, pred.dtype)
         loss = self._kernel(backend, targets)(pred, targets, grad)
         return float(loss), grad
@@ -39,6 +46,45 @@ class Loss:
     def check_targets(self, targets, shape, dtype):
         """Validated targets for predictions of ``shape``/``dtype``."""
         return as_targets(targets, "targets", shape, dtype)
+
+    # ---- probabilities in (from_logits=False)
+    #: probabilities are clipped to [EPSILON, 1 - EPSILON] before the logarithm, as
+    #: Keras does (its ``backend.epsilon()``); the gradient is 0 where they were clipped
+    EPSILON = 1e-7
+
+    def with_logits(self, from_logits):
+        """This loss taking logits (True) or probabilities (False)."""
+        return type(self)(from_logits=from_logits)
+
+    def _compute_from_probabilities(self, probs, targets, backend):
+        """The loss of probabilities ``p`` (outputs of ``link``): the fused logits kernel
+        on ``z = link^-1(clip(p))`` and the chain rule ``dL/dp = dL/dz * dz/dp``.
+
+        Runs on the host (a model that ends in its link trains on the logits instead, see
+        ``compile``); exact up to the clipping, which loses the gradient of saturated
+        probabilities -- the reason ``compile`` fuses the last layer into the loss."""
+        p = backend.to_numpy(probs) if backend.memory != "host" else probs
+        t = backend.to_numpy(targets) if backend.memory != "host" else targets
+        if np.any((p < 0) | (p > 1)):      # (a NaN passes: the loss shows it)
+            raise ValueError(f"{self!r} takes probabilities in [0, 1] (from_logits=False), "
+                             f"got values in [{np.nanmin(p)}, {np.nanmax(p)}]; for logits use "
+                             f"{self.with_logits(True)!r}")
+        eps = p.dtype.type(self.EPSILON)
+        one = p.dtype.type(1)
+        clipped = np.clip(p, eps, one - eps)
+        if self.link == "sigmoid":
+            z = np.log(clipped) - np.log1p(-clipped)
+            dz_dp = one / (clipped * (one - clipped))
+        else:   # softmax: softmax(log p) = p / sum(p), Keras's normalisation
+            z = np.log(clipped)
+            dz_dp = one / clipped
+        host = backend_for(z)
+        grad_z = host.empty(z.shape, z.dtype)
+        loss = self._kernel(host, t)(np.ascontiguousarray(z), t, grad_z)
+        grad = np.where(clipped == p, grad_z * dz_dp, p.dtype.type(0)).astype(p.dtype)
+        if backend.memory != "host":
+            grad = backend.asarray(grad, grad.dtype)
+        return float(loss), grad
 
     # ---- what a trained model's outputs mean under this loss
     def predict(self, outputs):
@@ -53,7 +99,8 @@ class Loss:
         raise TypeError(f"accuracy is not defined for {type(self).__name__}")
 
     def __repr__(self):
-        return f"{type(self).__name__}()"
+        return (f"{type(self).__name__}(from_logits=False)" if self.from_logits is False
+                else f"{type(self).__name__}()")
 
 
 class CrossEntropyLoss(Loss):
@@ -62,10 +109,24 @@ class CrossEntropyLoss(Loss):
     Targets are integer class labels of shape (batch,), or one-hot / soft probability
     targets of shape (batch, classes).  Softmax is fused into the loss: feed raw logits
     (no :class:`fastnn.Softmax` layer before it).
+
+    Parameters
+    ----------
+    from_logits : bool, default True
+        False: the predictions are probabilities (Keras's ``from_logits=False``),
+        ``loss = mean_i -sum_j t_ij log(p_ij / sum_k p_ik)`` with ``p`` clipped to
+        ``[1e-7, 1 - 1e-7]``.  ``compile`` trains a model ending in Softmax on the
+        Softmax's input with the logits kernel instead (exact and stable).
     """
 
     name = "cross_entropy"
     metrics = ("accuracy",)
+    link = "softmax"
+
+    def __init__(self, from_logits=True):
+        self.from_logits = _check_from_logits(from_logits)
+        if self.from_logits is False:
+            self.name = "cross_entropy_probabilities"
 
     def check_targets(self, targets, shape, dtype):
         arr = np.asarray(targets)
@@ -84,9 +145,12 @@ class CrossEntropyLoss(Loss):
         return np.argmax(outputs, axis=1)
 
     def predict_proba(self, outputs, backend):
+        if self.from_logits is False:
+            return outputs
         return backend.softmax_forward(outputs, backend.empty(outputs.shape, outputs.dtype))
 
     def correct(self, outputs, targets, backend):
+        # the argmax of probabilities is that of their logits: one rule for both
         if targets.ndim == 1:
             return backend.argmax_matches(outputs, targets)
         return backend.argmax_matches_soft(outputs, targets)
@@ -95,10 +159,14 @@ class CrossEntropyLoss(Loss):
 class BCEWithLogitsLoss(Loss):
     """Binary cross-entropy on logits (sigmoid fused in, stable for any logit), mean over
     all elements.  Targets in [0, 1] of the predictions' shape ((batch,) is accepted for
-    one output)."""
+    one output).  :class:`BCELoss` takes probabilities instead."""
 
     name = "bce_with_logits"
     metrics = ("accuracy",)
+    link = "sigmoid"
+
+    def with_logits(self, from_logits):
+        return BCEWithLogitsLoss() if from_logits else BCELoss()
 
     def check_targets(self, targets, shape, dtype):
         return as_targets(targets, "targets", shape, dtype, low=0, high=1)
@@ -107,14 +175,39 @@ class BCEWithLogitsLoss(Loss):
         return backend.bce_logits
 
     def predict(self, outputs):
-        labels = (outputs >= 0).astype(np.int64)
+        # the output kind decides the threshold: sigmoid(0) = 0.5
+        labels = (outputs >= (0.5 if self.from_logits is False else 0)).astype(np.int64)
         return labels[:, 0] if labels.shape[1] == 1 else labels
 
     def predict_proba(self, outputs, backend):
+        if self.from_logits is False:
+            return outputs
         return backend.sigmoid_forward(outputs, backend.empty(outputs.shape, outputs.dtype), 1.0)
 
     def correct(self, outputs, targets, backend):
+        if self.from_logits is False:     # probabilities: on the host (not a training path)
+            p = backend.to_numpy(outputs) if backend.memory != "host" else outputs
+            t = backend.to_numpy(targets) if backend.memory != "host" else targets
+            return int(np.count_nonzero((p >= 0.5) == (t.reshape(p.shape) >= 0.5))) / p.shape[1]
         return backend.sign_matches(outputs, targets) / outputs.shape[1]
+
+
+class BCELoss(BCEWithLogitsLoss):
+    """Binary cross-entropy on probabilities (PyTorch's ``BCELoss``, Keras's
+    ``binary_crossentropy`` with ``from_logits=False``), mean over all elements:
+    ``loss = mean(-(t log p + (1 - t) log(1 - p)))`` with ``p`` clipped to
+    ``[1e-7, 1 - 1e-7]``; ``predict`` thresholds at 0.5.
+
+    ``compile`` trains a model ending in ``Sigmoid()`` on the Sigmoid's input with the
+    fused logits kernel of :class:`BCEWithLogitsLoss` (exact gradients, stable for any
+    logit); called directly, it computes the formula above.
+    """
+
+    name = "bce"
+    from_logits = False
+
+    def __repr__(self):
+        return "BCELoss()"
 
 
 class MSELoss(Loss):
@@ -127,14 +220,34 @@ class MSELoss(Loss):
         return backend.mse
 
 
-#: Names accepted by ``compile(loss=...)`` (Keras spellings included).
+def _check_from_logits(value):
+    if value not in (True, False, None):
+        raise TypeError(f"from_logits must be True, False or None, got {value!r}")
+    return value
+
+
+def _follow_model(cls):
+    """A Keras name: logits or probabilities is decided by ``compile`` from the model's
+    last layer (probabilities after Softmax/Sigmoid, as in Keras; logits otherwise)."""
+    def make():
+        loss = cls()
+        loss.from_logits = None
+        return loss
+    return make
+
+
+#: Names accepted by ``compile(loss=...)``.  The Keras spellings follow the model: after
+#: a final Sigmoid/Softmax they take its probabilities (Keras's ``from_logits=False``),
+#: otherwise logits.
 LOSSES = {
     "cross_entropy": CrossEntropyLoss,
     "crossentropy": CrossEntropyLoss,
-    "categorical_crossentropy": CrossEntropyLoss,
-    "sparse_categorical_crossentropy": CrossEntropyLoss,
+    "cross_entropy_probabilities": lambda: CrossEntropyLoss(from_logits=False),
+    "categorical_crossentropy": _follow_model(CrossEntropyLoss),
+    "sparse_categorical_crossentropy": _follow_model(CrossEntropyLoss),
     "bce_with_logits": BCEWithLogitsLoss,
-    "binary_crossentropy": BCEWithLogitsLoss,
+    "bce": BCELoss,
+    "binary_crossentropy": _follow_model(BCEWithLogitsLoss),
     "mse": MSELoss,
     "mean_squared_error": MSELoss,
 }

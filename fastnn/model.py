@@ -146,14 +146,23 @@ class Sequential(TrainingMixin, Module):
         return f"Sequential({body}\n)"
 
     # ------------------------------------------------------------------ protocol
-    def _forward(self, x, backend):
-        for layer, activation in self._stages:
+    def _head_stages(self, logits):
+        """The stages to run: all of them, or (``logits``) all but the last layer, a
+        Sigmoid/Softmax that ``compile`` fused into the loss (see :meth:`compile`)."""
+        if not logits:
+            return self._stages
+        layer, activation = self._stages[-1]
+        return self._stages[:-1] if activation is None else \
+            (*self._stages[:-1], (layer, None))
+
+    def _forward(self, x, backend, logits=False):
+        for layer, activation in self._head_stages(logits):
             x = layer._forward(x, backend) if activation is None else \
                 layer._forward(x, backend, activation)
         return x
 
-    def _backward(self, grad, backend, need_input_grad):
-        stages = self._stages
+    def _backward(self, grad, backend, need_input_grad, logits=False):
+        stages = self._head_stages(logits)
         for i in range(len(stages) - 1, -1, -1):
             # The first stage's input gradient is only computed when someone asks for it.
             grad = stages[i][0]._backward(grad, backend, need_input_grad or i > 0)

@@ -19,7 +19,7 @@ from .data import batches
 from .init import make_rng
 from .interrupts import DeferredInterrupts
 from .layers import Activation
-from .losses import CrossEntropyLoss, get_loss
+from .losses import get_loss
 from .optim import get_optimizer
 from .schedules import FitSchedule, attach_schedule
 from .progress import ProgressBar
@@ -64,6 +64,11 @@ class TrainingMixin:
     loss = None
     optimizer = None
     metrics = ()
+    #: the loss of a training step and the outputs it sees: ``loss`` itself on the
+    #: model's outputs, or (a final Sigmoid/Softmax fused into a loss on its
+    #: probabilities) the logits version of ``loss`` on the last layer's input
+    _step_loss = None
+    _loss_on_logits = False
     lr_schedule = None
     schedule_interval = "epoch"
 
@@ -79,9 +84,12 @@ class TrainingMixin:
             for this model's parameters (or parameter groups, or only some parameters)
             keeps them and its state; one without parameters is bound to all of them.
         loss : str or Loss
-            ``"cross_entropy"`` (softmax fused; integer labels or one-hot targets),
-            ``"bce_with_logits"`` (alias ``"binary_crossentropy"``: it takes *logits*),
-            ``"mse"``, or a Loss instance.
+            ``"cross_entropy"`` (softmax fused; integer labels or one-hot targets) and
+            ``"bce_with_logits"`` take *logits*; ``"bce"`` takes probabilities; ``"mse"``;
+            or a Loss instance.  The Keras names ``"binary_crossentropy"``,
+            ``"categorical_crossentropy"`` and ``"sparse_categorical_crossentropy"``
+            follow the model: after a final ``Sigmoid()`` / ``Softmax()`` they take its
+            probabilities (Keras's ``from_logits=False``), otherwise logits.
         metrics : list of str, optional
             ``"accuracy"`` (classification losses) and/or ``"mae"`` (MSE).
         lr_schedule : LRSchedule, optional
@@ -101,12 +109,45 @@ class TrainingMixin:
                 raise ValueError(f"metric {name!r} is not defined for {self.loss!r}; "
                                  f"it supports {list(self.loss.metrics) or 'none'}")
         self.metrics = tuple(dict.fromkeys(names))
-        if (isinstance(self.loss, CrossEntropyLoss) and self.layers
-                and isinstance(self.layers[-1], Activation) and self.layers[-1].name == "softmax"):
-            warnings.warn("the last layer is Softmax but CrossEntropyLoss applies softmax "
-                          "itself: remove the Softmax layer and train on logits",
-                          stacklevel=2)
+        self._match_head()
         return self
+
+    def _match_head(self):
+        """Reconcile the loss with what the last layer outputs.
+
+        A final Sigmoid/Softmax outputs probabilities.  A loss on probabilities after its
+        own activation (``binary_crossentropy`` after Sigmoid, as Keras users write it)
+        trains on that activation's *input*, the logits, with the fused logits kernel:
+        the same loss, exact gradients, stable for saturated outputs (Keras computes from
+        the sigmoid's logits the same way); ``model(x)``/``predict_proba`` still give
+        probabilities and ``predict`` thresholds them at 0.5.  A loss that applies the
+        activation itself (``bce_with_logits``, ``cross_entropy``) after that activation
+        would apply it twice: warned, with the fix.
+        """
+        loss = self.loss
+        last = self.layers[-1] if getattr(self, "layers", None) else None
+        head = last if isinstance(last, Activation) and last.name in ("sigmoid",
+                                                                      "softmax") else None
+        if loss.from_logits is None:      # a Keras name: follow the model
+            self.loss = loss = loss.with_logits(head is None)
+        self._loss_on_logits = (loss.from_logits is False and head is not None
+                                and head.name == loss.link
+                                and all(v == 1.0 for v in head.params.values()))
+        self._step_loss = loss.with_logits(True) if self._loss_on_logits else loss
+        layer = head.name.title() if head is not None else type(last).__name__
+        keras = {"sigmoid": "binary_crossentropy",
+                 "softmax": "categorical_crossentropy"}.get(loss.link)
+        if loss.link is not None and loss.from_logits and head is not None:
+            warnings.warn(f"the last layer is {layer} but {loss!r} applies {loss.link} "
+                          f"itself (it takes logits), so the outputs would be squashed "
+                          f"twice: remove the {layer} layer and train on logits, or compile "
+                          f"with loss={keras!r} to train on the {layer}'s probabilities "
+                          "(Keras's meaning)", stacklevel=3)
+        elif loss.from_logits is False and head is None and loss.link is not None:
+            warnings.warn(f"{loss!r} takes probabilities but the last layer is {layer}, "
+                          f"not Sigmoid/Softmax: add fastnn.{loss.link.title()}() as the "
+                          f"last layer, or use {loss.with_logits(True)!r} on logits",
+                          stacklevel=3)
 
     def _require_compiled(self, what):
         if self.loss is None:
@@ -128,7 +169,8 @@ class TrainingMixin:
         """Add a batch's metric sums, computed where the outputs live (on a GPU one
         scalar per metric comes back, not the outputs)."""
         if "accuracy" in self.metrics:
-            sums["accuracy"] = sums.get("accuracy", 0.0) + self.loss.correct(outputs, y, backend)
+            sums["accuracy"] = sums.get("accuracy", 0.0) + self._step_loss.correct(outputs, y,
+                                                                                  backend)
         if "mae" in self.metrics:
             sums["mae"] = sums.get("mae", 0.0) + backend.abs_error_sum(outputs, y) / outputs.shape[1]
 
@@ -255,15 +297,15 @@ class TrainingMixin:
                                                      seed=rng)):
                 interrupts.check()     # Ctrl-C stops here: the last step is whole
                 callbacks.on_batch_begin(batch)
-                outputs = self._forward(_to(backend, xb), backend)
+                outputs = self._forward(_to(backend, xb), backend, self._loss_on_logits)
                 yb = _to(backend, yb)
-                loss, grad = self.loss._compute(outputs, yb, backend)
+                loss, grad = self._step_loss._compute(outputs, yb, backend)
                 if not math.isfinite(loss):
                     raise TrainingDivergedError(
                         f"loss became {loss} at epoch {epoch + 1}, sample {seen}; lower the "
                         "learning rate, clip gradients (clip_norm=...) or check the data")
                 self.optimizer.zero_grad()
-                self._backward(grad, backend, False)
+                self._backward(grad, backend, False, self._loss_on_logits)
                 self.optimizer.step()
                 schedule.after_batch()
                 loss_sum += loss * xb.shape[0]
@@ -299,9 +341,9 @@ class TrainingMixin:
         for xb, yb in batches(x, y, batch_size):
             if before_batch is not None:
                 before_batch()
-            outputs = self._forward(_to(backend, xb), backend)
+            outputs = self._forward(_to(backend, xb), backend, self._loss_on_logits)
             yb = _to(backend, yb)
-            loss, _ = self.loss._compute(outputs, yb, backend)
+            loss, _ = self._step_loss._compute(outputs, yb, backend)
             loss_sum += loss * xb.shape[0]
             self._batch_metrics(outputs, yb, sums, backend)
         n = x.shape[0]
@@ -329,13 +371,15 @@ class TrainingMixin:
 
     def predict(self, x, batch_size=1024):
         """Predictions for x (a NumPy array on every backend): class labels for
-        classification losses (argmax of the logits for cross-entropy, ``logit >= 0``
-        for BCE), raw outputs otherwise (and before compile).  ``model(x)`` always gives
-        the raw outputs."""
+        classification losses (the argmax for cross-entropy; for BCE ``output >= 0`` on
+        logits, ``output >= 0.5`` on probabilities, i.e. after a final Sigmoid), raw
+        outputs otherwise (and before compile).  ``model(x)`` always gives the raw
+        outputs."""
         outputs = self._outputs(x, batch_size)
         return outputs if self.loss is None else self.loss.predict(outputs)
 
     def predict_proba(self, x, batch_size=1024):
-        """Class probabilities: softmax of the logits (cross-entropy) or sigmoid (BCE)."""
+        """Class probabilities: softmax of the logits (cross-entropy) or sigmoid (BCE);
+        the outputs themselves when the model ends in Softmax/Sigmoid."""
         self._require_compiled("predict_proba")
         return self._outputs(x, batch_size, self.loss.predict_proba)

@@ -21,9 +21,12 @@ class Loss:
     #: None: not decided yet (a Keras name, decided by ``compile`` from the last layer)
     from_logits = True
 
-    def __call__(self, predictions, targets):
+    def __call__(self, predictions, targets, sample_weight=None):
         """``(mean loss, gradient)``; the gradient lives where the predictions do (a
-        device array for predictions from a "cuda" model)."""
+        device array for predictions from a "cuda" model).  ``sample_weight`` (batch,)
+        scales each sample's loss (Keras's meaning: the weighted sum divided by the
+        batch size, or by the sum of the class weights for a class-weighted
+        cross-entropy)."""
         backend = backend_for(predictions)
         if is_device_array(predictions):
             pred = check_device_input(predictions, "predictions", predictions.dtype)
@@ -32,16 +35,37 @@ class Loss:
             dtype = pred.dtype if pred.dtype in (np.float32, np.float64) else np.float32
             pred = as_input(pred, "predictions", dtype)
         targets = self.check_targets(to_host(targets), pred.shape, pred.dtype)
+        if sample_weight is not None:
+            sample_weight = check_sample_weight(to_host(sample_weight), pred.shape[0])
         if backend.memory != "host":
             pred, targets = backend.asarray(pred, pred.dtype), backend.asarray(targets, targets.dtype)
-        return self._compute(pred, targets, backend)
+        return self._compute(pred, targets, backend, sample_weight)
 
-    def _compute(self, pred, targets, backend):
+    def _compute(self, pred, targets, backend, sample_weight=None):
+        """``(loss, grad)`` on arrays already checked; ``sample_weight``: host (batch,)."""
         if self.from_logits is False:
-            return self._compute_from_probabilities(pred, targets, backend)
+            return self._compute_from_probabilities(pred, targets, backend, sample_weight)
         grad = backend.empty(pred.shape, pred.dtype)
-        loss = self._kernel(backend, targets)(pred, targets, grad)
-        return float(loss), grad
+        return float(self._run(backend, pred, targets, grad, sample_weight)), grad
+
+    def _run(self, backend, pred, targets, grad, sample_weight):
+        """The loss, its gradient written to ``grad``: the fused kernel, or its weighted
+        twin when there are class or sample weights."""
+        if sample_weight is None and not self.weighted:
+            return self._kernel(backend, targets)(pred, targets, grad)
+        return self._run_weighted(backend, pred, targets, grad, sample_weight)
+
+    #: True when the loss itself weights classes (``weight``, ``pos_weight``)
+    weighted = False
+
+    def _run_weighted(self, backend, pred, targets, grad, sample_weight):
+        # a mean over all elements: each row's share is s_i / (batch * outputs)
+        share = _sample_share(sample_weight, pred.shape[0], pred.dtype) / pred.shape[1]
+        return backend.mse_weighted(pred, targets, _on(backend, share), grad)
+
+    def get_config(self):
+        """Constructor arguments, JSON-serialisable (saved with the model)."""
+        return {}
 
     def check_targets(self, targets, shape, dtype):
         """Validated targets for predictions of ``shape``/``dtype``."""
@@ -56,7 +80,7 @@ class Loss:
         """This loss taking logits (True) or probabilities (False)."""
         return type(self)(from_logits=from_logits)
 
-    def _compute_from_probabilities(self, probs, targets, backend):
+    def _compute_from_probabilities(self, probs, targets, backend, sample_weight=None):
         """The loss of probabilities ``p`` (outputs of ``link``): the fused logits kernel
         on ``z = link^-1(clip(p))`` and the chain rule ``dL/dp = dL/dz * dz/dp``.
 
@@ -80,7 +104,7 @@ class Loss:
             dz_dp = one / clipped
         host = backend_for(z)
         grad_z = host.empty(z.shape, z.dtype)
-        loss = self._kernel(host, t)(np.ascontiguousarray(z), t, grad_z)
+        loss = self._run(host, np.ascontiguousarray(z), t, grad_z, sample_weight)
         grad = np.where(clipped == p, grad_z * dz_dp, p.dtype.type(0)).astype(p.dtype)
         if backend.memory != "host":
             grad = backend.asarray(grad, grad.dtype)
@@ -99,8 +123,11 @@ class Loss:
         raise TypeError(f"accuracy is not defined for {type(self).__name__}")
 
     def __repr__(self):
-        return (f"{type(self).__name__}(from_logits=False)" if self.from_logits is False
-                else f"{type(self).__name__}()")
+        config = self.get_config()
+        if self.from_logits is not type(self).from_logits:   # not the class's default
+            config.setdefault("from_logits", self.from_logits)
+        args = ", ".join(f"{k}={v!r}" for k, v in config.items())
+        return f"{type(self).__name__}({args})"
 
 
 class CrossEntropyLoss(Loss):
@@ -112,6 +139,10 @@ class CrossEntropyLoss(Loss):
 
     Parameters
     ----------
+    weight : array (classes,), optional
+        Class weights, PyTorch's meaning: with labels, the weighted mean
+        ``sum_i w[y_i] loss_i / sum_i w[y_i]``; with probability targets, each term
+        ``t_ij log p_ij`` is scaled by ``w_j`` and the mean is over the batch.
     from_logits : bool, default True
         False: the predictions are probabilities (Keras's ``from_logits=False``),
         ``loss = mean_i -sum_j t_ij log(p_ij / sum_k p_ik)`` with ``p`` clipped to
@@ -123,10 +154,32 @@ class CrossEntropyLoss(Loss):
     metrics = ("accuracy",)
     link = "softmax"
 
-    def __init__(self, from_logits=True):
+    def __init__(self, weight=None, from_logits=True):
+        self.weight = _check_class_weights(weight, "weight")
+        self.weighted = self.weight is not None
         self.from_logits = _check_from_logits(from_logits)
         if self.from_logits is False:
             self.name = "cross_entropy_probabilities"
+
+    def with_logits(self, from_logits):
+        return CrossEntropyLoss(weight=self.weight, from_logits=from_logits)
+
+    def get_config(self):
+        config = {} if self.weight is None else {"weight": self.weight.tolist()}
+        return {**config, "from_logits": False} if self.from_logits is False else config
+
+    def _run_weighted(self, backend, pred, targets, grad, sample_weight):
+        n, k = pred.shape
+        share = _sample_share(sample_weight, n, pred.dtype)
+        w = None if self.weight is None else _class_weights_for(self.weight, k, pred.dtype)
+        if targets.ndim == 1:
+            if w is not None:      # PyTorch: divided by the sum of the rows' class weights
+                labels = _host(backend, targets)
+                share = share * (n * w[labels] / max(float(w[labels].sum()), _TINY))
+            return backend.softmax_xent_weighted(pred, targets, _on(backend, share), grad)
+        if w is not None:
+            targets = targets * _on(backend, w)[None, :]
+        return backend.softmax_xent_soft_weighted(pred, targets, _on(backend, share), grad)
 
     def check_targets(self, targets, shape, dtype):
         arr = np.asarray(targets)
@@ -159,14 +212,37 @@ class CrossEntropyLoss(Loss):
 class BCEWithLogitsLoss(Loss):
     """Binary cross-entropy on logits (sigmoid fused in, stable for any logit), mean over
     all elements.  Targets in [0, 1] of the predictions' shape ((batch,) is accepted for
-    one output).  :class:`BCELoss` takes probabilities instead."""
+    one output).  :class:`BCELoss` takes probabilities instead.
+
+    Parameters
+    ----------
+    pos_weight : array (outputs,) or float, optional
+        PyTorch's weight of the positive targets, per output:
+        ``loss = mean(-(pw t log sigmoid(z) + (1 - t) log(1 - sigmoid(z))))``
+        (``pw = n_negative / n_positive`` balances a rare class).
+    """
 
     name = "bce_with_logits"
     metrics = ("accuracy",)
     link = "sigmoid"
 
+    def __init__(self, pos_weight=None):
+        self.pos_weight = _check_class_weights(pos_weight, "pos_weight")
+        self.weighted = self.pos_weight is not None
+
     def with_logits(self, from_logits):
-        return BCEWithLogitsLoss() if from_logits else BCELoss()
+        return BCEWithLogitsLoss(self.pos_weight) if from_logits else BCELoss(self.pos_weight)
+
+    def get_config(self):
+        return {} if self.pos_weight is None else {"pos_weight": self.pos_weight.tolist()}
+
+    def _run_weighted(self, backend, pred, targets, grad, sample_weight):
+        n, k = pred.shape
+        share = _sample_share(sample_weight, n, pred.dtype) / k
+        pw = (np.ones(k, pred.dtype) if self.pos_weight is None
+              else _class_weights_for(self.pos_weight, k, pred.dtype))
+        return backend.bce_logits_weighted(pred, targets, _on(backend, pw), _on(backend, share),
+                                           grad)
 
     def check_targets(self, targets, shape, dtype):
         return as_targets(targets, "targets", shape, dtype, low=0, high=1)
@@ -196,7 +272,8 @@ class BCELoss(BCEWithLogitsLoss):
     """Binary cross-entropy on probabilities (PyTorch's ``BCELoss``, Keras's
     ``binary_crossentropy`` with ``from_logits=False``), mean over all elements:
     ``loss = mean(-(t log p + (1 - t) log(1 - p)))`` with ``p`` clipped to
-    ``[1e-7, 1 - 1e-7]``; ``predict`` thresholds at 0.5.
+    ``[1e-7, 1 - 1e-7]``; ``predict`` thresholds at 0.5.  ``pos_weight`` as for
+    :class:`BCEWithLogitsLoss`.
 
     ``compile`` trains a model ending in ``Sigmoid()`` on the Sigmoid's input with the
     fused logits kernel of :class:`BCEWithLogitsLoss` (exact gradients, stable for any
@@ -206,8 +283,6 @@ class BCELoss(BCEWithLogitsLoss):
     name = "bce"
     from_logits = False
 
-    def __repr__(self):
-        return "BCELoss()"
 
 
 class MSELoss(Loss):
@@ -218,6 +293,60 @@ class MSELoss(Loss):
 
     def _kernel(self, backend, targets):
         return backend.mse
+
+
+_TINY = 1e-300
+
+
+def _host(backend, array):
+    return array if backend.memory == "host" else backend.to_numpy(array)
+
+
+def _on(backend, array):
+    return array if backend.memory == "host" else backend.asarray(array, array.dtype)
+
+
+def _check_weights(values, name, ndim):
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != ndim or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty {ndim}-D array of non-negative numbers, "
+                         f"got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)) or arr.min() < 0:
+        raise ValueError(f"{name} must hold finite non-negative numbers, got a minimum of "
+                         f"{np.nanmin(arr)}" + (" and NaN/Inf" if not np.all(np.isfinite(arr))
+                                                 else ""))
+    return arr
+
+
+def _check_class_weights(weight, name):
+    """None, or a float64 (classes,) array (a number: one weight for every output)."""
+    if weight is None:
+        return None
+    return _check_weights(np.atleast_1d(np.asarray(weight, dtype=np.float64)), name, 1)
+
+
+def check_sample_weight(sample_weight, n):
+    """A float64 (n,) array of finite non-negative sample weights."""
+    arr = _check_weights(sample_weight, "sample_weight", 1)
+    if arr.shape[0] != n:
+        raise ValueError(f"sample_weight has {arr.shape[0]} values but there are {n} samples")
+    return arr
+
+
+def _class_weights_for(weight, k, dtype):
+    """``weight`` as (k,) of ``dtype``; a single value applies to every output."""
+    if weight.size == 1:
+        return np.full(k, weight[0], dtype)
+    if weight.size != k:
+        raise ValueError(f"{weight.size} class weights for {k} outputs")
+    return weight.astype(dtype)
+
+
+def _sample_share(sample_weight, n, dtype):
+    """Each row's share of a mean over the batch: ``s_i / n`` (``1/n`` without weights)."""
+    if sample_weight is None:
+        return np.full(n, 1.0 / n, dtype)
+    return (sample_weight / n).astype(dtype)
 
 
 def _check_from_logits(value):
@@ -253,10 +382,12 @@ LOSSES = {
 }
 
 
-def get_loss(loss):
-    """A :class:`Loss` from an instance or a name in :data:`LOSSES`."""
+def get_loss(loss, config=None):
+    """A :class:`Loss` from an instance or a name in :data:`LOSSES` (with the
+    constructor arguments ``config``, as :meth:`Loss.get_config` gives them)."""
     if isinstance(loss, Loss):
         return loss
     if isinstance(loss, type) and issubclass(loss, Loss):
-        return loss()
-    return check_choice(loss, "loss", LOSSES)()
+        return loss(**(config or {}))
+    made = check_choice(loss, "loss", LOSSES)()
+    return made if not config else type(made)(**config)

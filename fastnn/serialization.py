@@ -118,8 +118,8 @@ def save_model(model, path, include_optimizer=True):
     arrays = {f"{name}.npy": array for name, array in state.items()}
     compile_info = None
     if model.loss is not None:
-        compile_info = {"loss": model.loss.name, "metrics": list(model.metrics),
-                        "optimizer": None}
+        compile_info = {"loss": model.loss.name, "loss_config": model.loss.get_config(),
+                        "metrics": list(model.metrics), "optimizer": None}
         if include_optimizer and model.optimizer is not None:
             entry, opt_arrays = _optimizer_entry(model, model.optimizer)
             compile_info["optimizer"] = entry
@@ -241,7 +241,7 @@ def _compile_from_header(model, info, zf, path):
         optimizer = cls(members, **opt_info.get("hyperparameters", {}))
     schedule_info = info.get("lr_schedule") if opt_info else None
     schedule = schedule_from_spec(schedule_info) if schedule_info else None
-    model.compile(optimizer=optimizer, loss=get_loss(info["loss"]),
+    model.compile(optimizer=optimizer, loss=get_loss(info["loss"], info.get("loss_config")),
                   metrics=info.get("metrics") or None, lr_schedule=schedule,
                   schedule_interval=(schedule_info or {}).get("interval", "epoch"))
     if not opt_info:

@@ -19,7 +19,7 @@ from .data import batches
 from .init import make_rng
 from .interrupts import DeferredInterrupts
 from .layers import Activation
-from .losses import get_loss
+from .losses import check_sample_weight, get_loss
 from .optim import get_optimizer
 from .schedules import FitSchedule, attach_schedule
 from .progress import ProgressBar
@@ -51,6 +51,17 @@ class History(Callback):
 
 
 _METRICS = {"accuracy": "accuracy", "acc": "accuracy", "mae": "mae"}
+
+
+def _weighted_batches(x, y, w, batch_size, shuffle, rng):
+    """``(x_batch, y_batch, w_batch or None)``: :func:`batches` of (x, y), the sample
+    weights ``w`` (or None) following the same order."""
+    if w is None:
+        for xb, yb in batches(x, y, batch_size, shuffle=shuffle, seed=rng):
+            yield xb, yb, None
+        return
+    for xb, rows in batches(x, np.arange(len(x)), batch_size, shuffle=shuffle, seed=rng):
+        yield xb, y[rows], w[rows]
 
 
 def _to(backend, array):
@@ -175,7 +186,8 @@ class TrainingMixin:
             sums["mae"] = sums.get("mae", 0.0) + backend.abs_error_sum(outputs, y) / outputs.shape[1]
 
     def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, shuffle=True,
-            seed=None, verbose=1, callbacks=None, validation_split=0.0, initial_epoch=0):
+            seed=None, verbose=1, callbacks=None, validation_split=0.0, initial_epoch=0,
+            class_weight=None, sample_weight=None):
         """Train until epoch ``epochs`` (Keras's meaning: with ``initial_epoch=0``, that
         many passes over (x, y)); returns a :class:`History`, also kept as
         ``model.history``.
@@ -204,6 +216,13 @@ class TrainingMixin:
             The epoch to start from, to continue an earlier fit: its epochs are
             numbered on (history, callbacks, progress) and training ends at ``epochs``,
             e.g. ``fit(..., epochs=10)`` then ``fit(..., initial_epoch=10, epochs=15)``.
+        class_weight : dict {class index: weight}, optional
+            Keras's meaning: each training sample's loss is scaled by its class's
+            weight (classes left out weigh 1); one label per sample (cross-entropy, or
+            BCE with one output).  Validation losses are not weighted.
+        sample_weight : array (n_samples,), optional
+            Each training sample's loss is scaled by its weight (times its class
+            weight); a batch's loss is the weighted sum over the batch size, as in Keras.
 
         Raises
         ------
@@ -233,7 +252,8 @@ class TrainingMixin:
                              "epochs is the number of the last epoch, not a count (to train "
                              f"5 more, pass epochs={initial_epoch + 5})")
         callbacks = check_callbacks(callbacks)
-        x, y, x_val, y_val = self._fit_data(x, y, validation_data, validation_split)
+        x, y, w, x_val, y_val = self._fit_data(x, y, validation_data, validation_split,
+                                               class_weight, sample_weight)
         backend = self._resolve_backend()
         self._last_backend = backend
         self.optimizer.backend = backend.name   # parameters live where the model runs
@@ -249,7 +269,7 @@ class TrainingMixin:
         try:
             with DeferredInterrupts() as interrupts:
                 callbacks.on_train_begin()
-                logs = self._train_epochs(x, y, initial_epoch, epochs, batch_size, shuffle,
+                logs = self._train_epochs(x, y, w, initial_epoch, epochs, batch_size, shuffle,
                                           rng, verbose, backend, callbacks, x_val, y_val,
                                           interrupts)
                 callbacks.on_train_end(logs)
@@ -261,11 +281,13 @@ class TrainingMixin:
             self.eval()
         return history
 
-    def _fit_data(self, x, y, validation_data, validation_split):
-        """(x, y, x_val, y_val) for fit, validated; ``validation_split`` takes the last
-        rows of (x, y)."""
+    def _fit_data(self, x, y, validation_data, validation_split, class_weight=None,
+                  sample_weight=None):
+        """(x, y, sample weights or None, x_val, y_val) for fit, validated;
+        ``validation_split`` takes the last rows of (x, y)."""
         check_number(validation_split, "validation_split", low=0, high=1, high_open=True)
         x, y = self._prepare(x, y)
+        w = self._sample_weights(y, class_weight, sample_weight)
         if validation_split and validation_data is not None:
             raise ValueError("pass validation_data or validation_split, not both")
         if validation_split:
@@ -273,14 +295,46 @@ class TrainingMixin:
             if not 0 < split_at < x.shape[0]:
                 raise ValueError(f"validation_split={validation_split} of {x.shape[0]} samples "
                                  "leaves no training or no validation samples")
-            return x[:split_at], y[:split_at], x[split_at:], y[split_at:]
+            return (x[:split_at], y[:split_at], None if w is None else w[:split_at],
+                    x[split_at:], y[split_at:])
         if validation_data is None:
-            return x, y, None, None
+            return x, y, w, None, None
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise TypeError("validation_data must be a pair (x_val, y_val)")
-        return (x, y, *self._prepare(*validation_data, name="validation x"))
+        return (x, y, w, *self._prepare(*validation_data, name="validation x"))
 
-    def _train_epochs(self, x, y, initial_epoch, epochs, batch_size, shuffle, rng, verbose,
+    def _sample_weights(self, y, class_weight, sample_weight):
+        """The (n,) weights of the training samples from ``sample_weight`` and
+        ``class_weight`` (validated targets ``y``), or None for none."""
+        w = None if sample_weight is None else check_sample_weight(sample_weight, len(y))
+        if class_weight is None:
+            return w
+        if not isinstance(class_weight, dict):
+            raise TypeError("class_weight must be a dict {class index: weight}, got "
+                            f"{type(class_weight).__name__}")
+        if self.loss.link is None or (y.ndim == 2 and self.loss.link == "sigmoid"
+                                      and y.shape[1] != 1):
+            raise ValueError(f"class_weight needs one class label per sample (cross-entropy, "
+                             f"or BCE with one output), not {self.loss!r} on targets of shape "
+                             f"{y.shape}; pass sample_weight (or BCEWithLogitsLoss(pos_weight="
+                             "...) for several binary outputs)")
+        if y.ndim == 1:
+            labels = y.astype(np.int64)
+        elif self.loss.link == "sigmoid":
+            labels = (y[:, 0] >= 0.5).astype(np.int64)
+        else:
+            labels = np.argmax(y, axis=1)
+        n_classes = 2 if self.loss.link == "sigmoid" else self.n_outputs
+        table = np.ones(n_classes)
+        for key, value in class_weight.items():
+            if not isinstance(key, (int, np.integer)) or not 0 <= key < n_classes:
+                raise ValueError(f"class_weight key {key!r} is not a class index in "
+                                 f"[0, {n_classes})")
+            table[key] = check_number(value, f"class_weight[{key}]", low=0)
+        weights = table[labels]
+        return weights if w is None else w * weights
+
+    def _train_epochs(self, x, y, w, initial_epoch, epochs, batch_size, shuffle, rng, verbose,
                       backend, callbacks, x_val, y_val, interrupts):
         """The epochs of fit; returns the last epoch's logs."""
         n, logs = x.shape[0], None
@@ -293,13 +347,13 @@ class TrainingMixin:
             bar = ProgressBar(n, epoch + 1, epochs) if verbose else None
             start = time.perf_counter()
             loss_sum, seen, sums = 0.0, 0, {}
-            for batch, (xb, yb) in enumerate(batches(x, y, batch_size, shuffle=shuffle,
-                                                     seed=rng)):
+            for batch, (xb, yb, wb) in enumerate(_weighted_batches(x, y, w, batch_size,
+                                                                   shuffle, rng)):
                 interrupts.check()     # Ctrl-C stops here: the last step is whole
                 callbacks.on_batch_begin(batch)
                 outputs = self._forward(_to(backend, xb), backend, self._loss_on_logits)
                 yb = _to(backend, yb)
-                loss, grad = self._step_loss._compute(outputs, yb, backend)
+                loss, grad = self._step_loss._compute(outputs, yb, backend, wb)
                 if not math.isfinite(loss):
                     raise TrainingDivergedError(
                         f"loss became {loss} at epoch {epoch + 1}, sample {seen}; lower the "

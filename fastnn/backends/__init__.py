@@ -34,6 +34,8 @@ OPERATIONS = (
     ("matmul", "matmul_nt", "matmul_tn", "bias_add", "bias_grad")
     + tuple(f"{name}_{way}" for name in ACTIVATIONS for way in ("forward", "backward"))
     + ("softmax_xent", "softmax_xent_soft", "bce_logits", "mse")
+    + ("softmax_xent_weighted", "softmax_xent_soft_weighted", "bce_logits_weighted",
+       "mse_weighted")
     + ("sgd_update", "sgd_momentum_update", "sum_of_squares", "scale_inplace", "clip_inplace")
     + ("adam_update", "rmsprop_update")
     + ("dense_forward", "dense_backward")

@@ -110,6 +110,49 @@ def bce_logits(logits, targets, grad):
     return float(loss.astype(np.float64).mean())
 
 
+# weighted losses: ``row_weight`` (batch,) holds each row's share of the loss, its
+# normalisation included (1/batch for a plain mean), so one operation serves class weights,
+# sample weights and both at once; the loss returned is ``sum_i row_weight_i * loss_i``.
+def softmax_xent_weighted(logits, labels, row_weight, grad):
+    """``loss_i = logsumexp(z_i) - z_i[labels_i]``; ``grad_i = r_i (softmax(z_i) - onehot_i)``."""
+    n = logits.shape[0]
+    logp = _log_softmax(logits)
+    np.exp(logp, out=grad)
+    grad[np.arange(n), labels] -= 1
+    grad *= row_weight[:, None]
+    return float(-(logp[np.arange(n), labels].astype(np.float64) * row_weight).sum())
+
+
+def softmax_xent_soft_weighted(logits, targets, row_weight, grad):
+    """``loss_i = -sum_j t_ij log softmax(z_i)_j``;
+    ``grad_i = r_i (softmax(z_i) sum_j t_ij - t_i)``."""
+    logp = _log_softmax(logits)
+    grad[...] = (np.exp(logp) * targets.sum(axis=1, keepdims=True) - targets) * row_weight[:, None]
+    return float(-((targets * logp).astype(np.float64).sum(axis=1) * row_weight).sum())
+
+
+def bce_logits_weighted(logits, targets, pos_weight, row_weight, grad):
+    """``loss_ij = pw_j t_ij softplus(-z_ij) + (1 - t_ij) softplus(z_ij)`` (PyTorch's
+    ``pos_weight``), summed with weights ``r_i``; ``grad_ij = r_i ((pw_j t_ij + 1 - t_ij)
+    sigmoid(z_ij) - pw_j t_ij)``.  pos_weight : (outputs,)."""
+    e = np.exp(-np.abs(logits))
+    p = np.where(logits >= 0, 1, e) / (1 + e)
+    softplus = np.maximum(logits, 0) + np.log1p(e)          # softplus(-z) = softplus(z) - z
+    pt = pos_weight * targets
+    r = row_weight[:, None]
+    grad[...] = ((pt + 1 - targets) * p - pt) * r
+    loss = pt * (softplus - logits) + (1 - targets) * softplus
+    return float((loss.astype(np.float64) * r).sum())
+
+
+def mse_weighted(pred, targets, row_weight, grad):
+    """``loss_i = sum_j (p_ij - t_ij)**2``, summed with weights ``r_i``;
+    ``grad_i = 2 r_i (p_i - t_i)``."""
+    diff = pred - targets
+    grad[...] = diff * (2 * row_weight[:, None])
+    return float(((diff.astype(np.float64) ** 2).sum(axis=1) * row_weight).sum())
+
+
 def mse(pred, targets, grad):
     diff = pred - targets
     grad[...] = diff * (2 / pred.size)

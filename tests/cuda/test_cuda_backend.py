@@ -32,8 +32,10 @@ def _model(backend, dtype="float64", seed=3):
                           dtype=dtype, backend=backend, seed=seed)
 
 
-# Operations the GPU backend deliberately lacks (an error naming them when used): none.
-CUDA_GAPS = set()
+# Operations the GPU backend deliberately lacks (an error naming them when used): the
+# class/sample-weighted losses, NumPy-only on the CPU too so far (issue 12).
+CUDA_GAPS = {"softmax_xent_weighted", "softmax_xent_soft_weighted", "bce_logits_weighted",
+             "mse_weighted"}
 
 
 def test_cuda_backend_provides_every_operation():
@@ -43,8 +45,12 @@ def test_cuda_backend_provides_every_operation():
     assert set(OPERATIONS) - set(cuda_ops.provided_by) == CUDA_GAPS
     for op in OPERATIONS:
         assert callable(getattr(numba_ops, op))
-        assert callable(getattr(cuda_ops, op))
-        assert cuda_ops.provided_by[op] == "fastnn.backends.cuda_ops"
+        if op in CUDA_GAPS:
+            with pytest.raises(NotImplementedError, match=op):
+                getattr(cuda_ops, op)
+        else:
+            assert callable(getattr(cuda_ops, op))
+            assert cuda_ops.provided_by[op] == "fastnn.backends.cuda_ops"
 
 
 def test_batch_norm_backward_in_evaluation_mode_as_on_the_cpu():

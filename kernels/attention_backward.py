@@ -32,9 +32,13 @@ threads.  Per (key block, query block)::
 
 Under the causal mask a key block starts at the first query block that reaches it.
 
-Memory beyond the outputs: ``K`` and ``V`` packed as panels of their transposes, copies
-of ``q``, ``k`` and ``dout`` widened to a multiple of the tile width when ``d`` (``d_v``)
-is not one, ``D`` (B, H, S_q), the ``G - 1`` extra copies of ``dq`` when ``G > 1``
+With one group per head (``G = 1``) each task packs its head's operands into buffers of
+its own (:func:`_attention_backward_short`: ``7 * S * d`` elements per running task, no
+passes over the whole arrays first); the layout and the arithmetic are the same.
+
+Memory beyond the outputs, when ``G > 1``: ``K`` and ``V`` packed as panels of their
+transposes, copies of ``q``, ``k`` and ``dout`` widened to a multiple of the tile width
+when ``d`` (``d_v``) is not one, ``D`` (B, H, S_q), the ``G - 1`` extra copies of ``dq``
 (together at most ``MIN_TASKS`` heads' worth: ``MIN_TASKS * S_q * d`` elements), and per
 running task two blocks of 48 x 128 elements: O(B * H * S * d) in all, never S_q x S_k.
 """
@@ -227,11 +231,13 @@ def _attention_backward(dout, qpk, qp, kp, kt, vt, dopk, dop, out, lse, mask, ca
 
 @parallel_kernel
 def _attention_backward_short(dout, q, k, v, out, lse, mask, causal, scale, dq, dk, dv):
-    """:func:`attention_backward` when the keys fit one block (``S_k <= BLOCK_K``, see
-    :func:`.attention.short_keys`): one task per head computes the head's ``D`` and shifts
-    and packs its operands into buffers of its own (``O(S * d)``, in L1 or L2), then runs
-    :func:`_backward_head` on them (one key group); no passes over the whole arrays
-    first, one parallel region, and the same arithmetic as :func:`_attention_backward`."""
+    """:func:`attention_backward` when each head is one task (``G = 1``: at least
+    ``MIN_TASKS`` heads, or one key block; first written for ``S_k <= BLOCK_K``, hence
+    the name): one task per head computes the head's ``D`` and shifts and packs its
+    operands into buffers of its own (``O(S * d)``: 7 * 512 * 64 float32, 896 KiB, at
+    S = 512, in L2), then runs :func:`_backward_head` on them (one key group); no passes
+    over the whole arrays first, one parallel region, and the same arithmetic as
+    :func:`_attention_backward`."""
     n_b, n_h, sq, d = q.shape
     sk = k.shape[2]
     dvw = v.shape[3]
@@ -314,7 +320,10 @@ def attention_backward(dout, q, k, v, out, lse, mask, causal, scale, dq, dk, dv)
     from .attention import as_mask4, packed_transposed, padded, short_keys
     n_b, n_h, sq, d = q.shape
     mask = as_mask4(mask, q.dtype)
-    if short_keys(n_b * n_h, k.shape[2]):
+    # one task per head (G = 1): pack inside the tasks, whatever S_k.  The passes over
+    # the whole arrays (and the page faults of four fresh B*H*S*d buffers per call) cost
+    # ~20% of the backward at (8, 8, 512, 64); the arithmetic is the same
+    if short_keys(n_b * n_h, k.shape[2]) or key_groups(n_b * n_h, k.shape[2]) == 1:
         _attention_backward_short(dout, q, k, v, out, lse, mask, bool(causal), float(scale),
                                   dq, dk, dv)
         return dq, dk, dv

@@ -5,38 +5,9 @@ import numpy as np
 import pytest
 
 import fastnn as fnn
+from gradcheck import check_model_gradients
 
 BACKENDS = ["numba", "numpy"]
-
-
-def _fd_check(model, x, params, rng, h=1e-6):
-    """Every gradient of sum(w * model(x)) against central differences (float64)."""
-    y = model(x)
-    w = rng.normal(size=y.shape)
-    model.zero_grad()
-    dx = model.backward(w, input_grad=True)
-    for p in params:
-        analytic = p.grad.copy()
-        numeric = np.empty_like(analytic)
-        for index in np.ndindex(*analytic.shape):
-            saved = p.data[index]
-            p.data[index] = saved + h
-            up = np.sum(w * model(x))
-            p.data[index] = saved - h
-            down = np.sum(w * model(x))
-            p.data[index] = saved
-            numeric[index] = (up - down) / (2 * h)
-        np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-7)
-    numeric = np.empty_like(x)
-    for index in np.ndindex(*x.shape):
-        saved = x[index]
-        x[index] = saved + h
-        up = np.sum(w * model(x))
-        x[index] = saved - h
-        down = np.sum(w * model(x))
-        x[index] = saved
-        numeric[index] = (up - down) / (2 * h)
-    np.testing.assert_allclose(dx, numeric, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -59,7 +30,7 @@ def test_layer_norm_backward_matches_finite_differences(backend, rng):
                            dtype="float64", seed=4).to(backend)
     model[1].weight.data[...] = rng.normal(size=6)
     model[1].bias.data[...] = rng.normal(size=6)
-    _fd_check(model, rng.normal(size=(2, 4, 5)), model.parameters(), rng)
+    check_model_gradients(model, rng.normal(size=(2, 4, 5)), rng, model.parameters())
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -103,7 +74,7 @@ def test_batch_norm_backward_matches_finite_differences(backend, mode, rng):
     bn.running_var[...] = rng.uniform(0.5, 2.0, size=5)
     bn.momentum = 0.0                      # the checks re-run the forward many times
     getattr(model, mode)()
-    _fd_check(model, rng.normal(size=(6, 3)), model.parameters(), rng)
+    check_model_gradients(model, rng.normal(size=(6, 3)), rng, model.parameters())
 
 
 def test_batch_norm_refuses_a_single_value_per_feature_in_training():

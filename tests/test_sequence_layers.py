@@ -6,40 +6,9 @@ import numpy as np
 import pytest
 
 import fastnn as fnn
+from gradcheck import check_model_gradients
 
 BACKENDS = ["numba", "numpy"]
-
-
-def _fd(f, array, h=1e-6):
-    """Central differences of the scalar ``f()`` with respect to ``array`` (in place)."""
-    numeric = np.empty_like(array)
-    for index in np.ndindex(*array.shape):
-        saved = array[index]
-        array[index] = saved + h
-        up = f()
-        array[index] = saved - h
-        down = f()
-        array[index] = saved
-        numeric[index] = (up - down) / (2 * h)
-    return numeric
-
-
-def _fd_check(model, x, rng, input_grad=True):
-    """Every parameter gradient (and the input gradient, for float inputs) of
-    ``sum(w * model(x))`` against central differences."""
-    y = model(x)
-    w = rng.normal(size=y.shape)
-    model.zero_grad()
-    dx = model.backward(w, input_grad=input_grad)
-
-    def loss():
-        return np.sum(w * model(x))
-
-    for name, p in model.named_parameters():
-        np.testing.assert_allclose(p.grad, _fd(loss, p.data), rtol=1e-5, atol=1e-7,
-                                   err_msg=name)
-    if input_grad:
-        np.testing.assert_allclose(dx, _fd(loss, x), rtol=1e-5, atol=1e-7)
 
 
 def _seq_model(vocab=11, dim=6, max_len=9, classes=3, seed=0, dtype="float64"):
@@ -83,7 +52,7 @@ def test_embedding_backward_matches_finite_differences(backend, rng):
     """The gradient of sum(w * out) with respect to the table; ids repeat."""
     model = fnn.Sequential(fnn.Embedding(6, 4, seed=2), dtype="float64").to(backend)
     x = np.array([[5, 1, 1], [0, 5, 5]])
-    _fd_check(model, x, rng, input_grad=False)
+    check_model_gradients(model, x, rng, input_grad=False)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -165,7 +134,7 @@ def test_positional_embedding_backward_matches_finite_differences(backend, rng):
     """Rows past the sequence get zero gradient."""
     model = fnn.Sequential(fnn.Linear(3, 4), fnn.PositionalEmbedding(6, 4), fnn.Tanh(),
                            dtype="float64", seed=1).to(backend)
-    _fd_check(model, rng.normal(size=(2, 4, 3)), rng)
+    check_model_gradients(model, rng.normal(size=(2, 4, 3)), rng)
     assert not model[1].weight.grad[4:].any()
 
 
@@ -195,7 +164,7 @@ def test_sinusoidal_encoding_adds_the_table_and_passes_gradients(backend, rng, d
 def test_sinusoidal_encoding_backward_matches_finite_differences(rng):
     model = fnn.Sequential(fnn.Linear(3, 4), fnn.SinusoidalPositionalEncoding(4, 10),
                            fnn.Tanh(), fnn.Linear(4, 2), dtype="float64", seed=2)
-    _fd_check(model, rng.normal(size=(2, 5, 3)), rng)
+    check_model_gradients(model, rng.normal(size=(2, 5, 3)), rng)
 
 
 # --------------------------------------------------------------------------- pooling
@@ -239,7 +208,7 @@ def test_pooling_backward_matches_finite_differences(pool, backend, rng):
     layer = fnn.MeanPool() if pool == "mean" else fnn.FirstToken()
     model = fnn.Sequential(fnn.Linear(3, 5), fnn.Tanh(), layer, fnn.Linear(5, 2),
                            dtype="float64", seed=3).to(backend)
-    _fd_check(model, rng.normal(size=(2, 4, 3)), rng)
+    check_model_gradients(model, rng.normal(size=(2, 4, 3)), rng)
 
 
 # --------------------------------------------------------------------------- Residual
@@ -253,7 +222,7 @@ def test_residual_adds_its_input(backend, rng):
     np.testing.assert_allclose(model(x), expected, rtol=1e-12)
     assert [n for n, _ in model.named_parameters()] == [
         "0.module.0.weight", "0.module.0.bias", "0.module.2.weight", "0.module.2.bias"]
-    _fd_check(model, x, rng)
+    check_model_gradients(model, x, rng)
 
 
 def test_residual_shapes_modes_and_config():
@@ -277,7 +246,7 @@ def test_residual_shapes_modes_and_config():
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_sequence_model_backward_matches_finite_differences(backend, rng):
     model = _seq_model().to(backend)
-    _fd_check(model, rng.integers(0, 11, (3, 7)), rng, input_grad=False)
+    check_model_gradients(model, rng.integers(0, 11, (3, 7)), rng, input_grad=False)
 
 
 def test_backends_agree_on_a_sequence_model(rng):

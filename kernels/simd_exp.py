@@ -29,11 +29,10 @@ from numba.core.extending import intrinsic
 
 from . import vmath
 # _VECTOR: simd_vectors' vector types by dtype (the types its intrinsics return)
-from .simd_vectors import _VECTOR, element_pointer, fmuladd, lane_mask, masked_load, splat
+from .simd_vectors import (_VECTOR, element_pointer, fmuladd, lane_mask, masked_load,
+                           reduce_lanes, splat)
 
 __all__ = ["vexp_minus", "vload_fill", "vmaxnum", "vmax_lanes"]
-
-_I32 = ir.IntType(32)
 
 
 def _exp_constants(dtype):
@@ -153,15 +152,6 @@ def vmax_lanes(typingctx, v):
         return None
 
     def codegen(context, builder, signature, args):
-        value = args[0]
-        n = v.lanes
-        while n > 1:
-            n //= 2
-            lo = builder.shuffle_vector(value, value, ir.Constant(
-                ir.VectorType(_I32, n), list(range(n))))
-            hi = builder.shuffle_vector(value, value, ir.Constant(
-                ir.VectorType(_I32, n), list(range(n, 2 * n))))
-            value = _maxnum(builder, lo, hi)
-        return builder.extract_element(value, ir.Constant(_I32, 0))
+        return reduce_lanes(builder, args[0], v.lanes, _maxnum)
 
     return v.dtype(v), codegen

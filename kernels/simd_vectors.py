@@ -163,20 +163,25 @@ def vadd(typingctx, x, y):
     return x(x, y), codegen
 
 
+def reduce_lanes(builder, value, n, combine):
+    """Lane 0 of ``value`` (``n`` lanes) folded by ``combine(builder, a, b)`` as a fixed
+    tree: the low and high halves combined pairwise until one lane is left, so the order
+    of the operations never changes."""
+    while n > 1:
+        n //= 2
+        lo = builder.shuffle_vector(value, value, ir.Constant(
+            ir.VectorType(_I32, n), list(range(n))))
+        hi = builder.shuffle_vector(value, value, ir.Constant(
+            ir.VectorType(_I32, n), list(range(n, 2 * n))))
+        value = combine(builder, lo, hi)
+    return builder.extract_element(value, ir.Constant(_I32, 0))
+
+
 @intrinsic
 def vsum(typingctx, v):
     """Sum of the lanes, as a fixed tree (halves added pairwise), so always the same order."""
     def codegen(context, builder, signature, args):
-        value = args[0]
-        n = v.lanes
-        while n > 1:
-            n //= 2
-            lo = builder.shuffle_vector(value, value, ir.Constant(
-                ir.VectorType(_I32, n), list(range(n))))
-            hi = builder.shuffle_vector(value, value, ir.Constant(
-                ir.VectorType(_I32, n), list(range(n, 2 * n))))
-            value = builder.fadd(lo, hi)
-        return builder.extract_element(value, ir.Constant(_I32, 0))
+        return reduce_lanes(builder, args[0], v.lanes, lambda b, x, y: b.fadd(x, y))
 
     return v.dtype(v), codegen
 

@@ -34,6 +34,11 @@ class Loss:
             pred = np.asarray(predictions)
             dtype = pred.dtype if pred.dtype in (np.float32, np.float64) else np.float32
             pred = as_input(pred, "predictions", dtype)
+        if len(pred.shape) != 2:
+            raise ValueError(f"predictions must be 2-D (batch, outputs), got shape "
+                             f"{tuple(pred.shape)}; for one prediction per position, "
+                             "flatten the leading axes: predictions.reshape(-1, outputs) "
+                             "with the targets flattened the same way")
         targets = self.check_targets(to_host(targets), pred.shape, pred.dtype)
         if sample_weight is not None:
             sample_weight = check_sample_weight(to_host(sample_weight), pred.shape[0])

@@ -259,3 +259,13 @@ def test_read_only_and_non_contiguous_inputs_give_the_same_answer():
     before = frozen.copy()
     model.fit(frozen, labels, epochs=1, batch_size=32, verbose=0)   # trains, never writes x
     np.testing.assert_array_equal(frozen, before)
+
+
+@pytest.mark.parametrize("loss", [fnn.CrossEntropyLoss(), fnn.BCEWithLogitsLoss(),
+                                  fnn.MSELoss(), fnn.CrossEntropyLoss(from_logits=False)])
+def test_loss_called_on_3d_predictions_names_the_shape(loss):
+    """A loss is per row: (batch, steps, outputs) predictions get a ValueError naming
+    the shape and the reshape, before any kernel sees them (found by hypothesis)."""
+    pred = np.random.default_rng(0).random((2, 3, 4), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"2-D \(batch, outputs\), got shape \(2, 3, 4\)"):
+        loss(pred, np.zeros(2, dtype=np.int64))

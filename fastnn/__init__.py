@@ -27,6 +27,7 @@ from .losses import LOSSES, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, 
 from .model import Sequential
 from .norm import BatchNorm1d, LayerNorm
 from .module import Module, Parameter
+from .plotting import plot_history
 from .optim import OPTIMIZERS, SGD, Adam, AdamW, Optimizer, RMSprop, weight_decay_groups
 from .schedules import (SCHEDULES, CosineAnnealingLR, LinearWarmup, LRSchedule,
                         ReduceLROnPlateau, StepLR)
@@ -56,6 +57,8 @@ __all__ = [
     "FirstToken", "Residual",
     # training callbacks
     "Callback", "EarlyStopping", "ModelCheckpoint", "CSVLogger", "LearningRateScheduler",
+    # pictures (matplotlib, imported when called)
+    "plot_history",
     # attention
     "MultiHeadAttention", "TransformerEncoderLayer", "scaled_dot_product_attention",
     "scaled_dot_product_attention_backward",

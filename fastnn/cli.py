@@ -1,5 +1,6 @@
 """Command line: ``fastnn train`` and ``fastnn bench`` (also ``python -m fastnn ...``)."""
 import argparse
+import os
 import sys
 import time
 
@@ -115,6 +116,16 @@ def _train(args):
         numba.set_num_threads(args.threads)
     _model_settings(args)
     optimizer_cls, optimizer_kwargs = _optimizer_settings(args)
+    if args.plot:                      # what would stop the picture: now, not after training
+        from .plotting import require_matplotlib
+        try:
+            require_matplotlib()
+        except ImportError as exc:
+            print(f"fastnn train: error: --plot: {exc}", file=sys.stderr)
+            return 2
+        folder = os.path.dirname(os.path.abspath(args.plot))
+        if not os.path.isdir(folder):
+            raise ValueError(f"--plot {args.plot}: the directory {folder} does not exist")
     start = time.perf_counter()
     (x_train, y_train), (x_test, y_test) = fnn.load_mnist(args.data, dtype=args.dtype)
     if args.limit:
@@ -158,6 +169,9 @@ def _train(args):
     accuracy = h["val_accuracy"][-1]
     print(f"test accuracy {accuracy:.2%} (loss {h['val_loss'][-1]:.4f}); training took "
           f"{total:.1f} s including JIT compilation, {time.perf_counter() - start:.1f} s in all")
+    if args.plot:
+        fnn.plot_history(history, args.plot, title=description)
+        print(f"training curves written to {args.plot}")
     return 0
 
 
@@ -212,7 +226,12 @@ def main(argv=None):
     train.add_argument("--threads", type=int, default=0, help="Numba threads (0: all cores)")
     train.add_argument("--limit", type=int, default=0, help="use only the first N training images")
     train.add_argument("--data", default=None, help="directory of MNIST IDX files (optional)")
-    train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
+    train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
+                       help="0 silent, 1 a live progress bar, 2 one line per epoch")
+    train.add_argument("--plot", default=None, metavar="PNG",
+                       help="write a picture of the loss and accuracy curves (training and "
+                            "test) to this PNG file (needs matplotlib: "
+                            "pip install \"fastnn[plot]\")")
     bench = commands.add_parser("bench", help="measure the performance targets against "
                                 "NumPy/BLAS (and PyTorch, JAX if installed)")
     from .bench import add_arguments as add_bench_arguments

@@ -2,7 +2,7 @@
 import numpy as np
 
 from .init import make_rng
-from .validation import check_number
+from .validation import as_array, check_number
 
 
 def batches(x, y=None, batch_size=32, shuffle=False, seed=None, drop_last=False):
@@ -11,6 +11,10 @@ def batches(x, y=None, batch_size=32, shuffle=False, seed=None, drop_last=False)
     Parameters
     ----------
     x : array (n, ...), y : array (n, ...), optional
+        NumPy arrays, or pandas DataFrames/Series or lists: those are converted once to
+        NumPy arrays of numbers (as ``fit`` converts them) and checked for missing
+        values and NaN/Inf, reported by index label and column name; batches are taken
+        by position, whatever the index.
     batch_size : int
     shuffle : bool
         Visit the samples in a random order (a new order on every call).
@@ -22,6 +26,8 @@ def batches(x, y=None, batch_size=32, shuffle=False, seed=None, drop_last=False)
     Batches are C-contiguous: slices of ``x`` when not shuffled, gathered copies otherwise.
     """
     check_number(batch_size, "batch_size", low=1, integer=True)
+    x = as_array(x, "x")
+    y = None if y is None else as_array(y, "y")
     n = len(x)
     if y is not None and len(y) != n:
         raise ValueError(f"x has {n} samples but y has {len(y)}")

@@ -6,7 +6,8 @@ d(loss)/d(predictions), ready for ``model.backward(grad)``.
 import numpy as np
 
 from .backends.memory import backend_for, is_device_array, to_host
-from .validation import as_input, as_labels, as_targets, check_choice, check_device_input
+from .validation import (as_input, as_labels, as_numbers, as_targets, check_choice,
+                         check_device_input, shape_of)
 
 
 class Loss:
@@ -31,17 +32,15 @@ class Loss:
         if is_device_array(predictions):
             pred = check_device_input(predictions, "predictions", predictions.dtype)
         else:
-            pred = np.asarray(predictions)
-            dtype = pred.dtype if pred.dtype in (np.float32, np.float64) else np.float32
-            pred = as_input(pred, "predictions", dtype)
+            pred = as_input(predictions, "predictions", None)   # float32/64 kept
         if len(pred.shape) != 2:
             raise ValueError(f"predictions must be 2-D (batch, outputs), got shape "
                              f"{tuple(pred.shape)}; for one prediction per position, "
                              "flatten the leading axes: predictions.reshape(-1, outputs) "
                              "with the targets flattened the same way")
-        targets = self.check_targets(to_host(targets), pred.shape, pred.dtype)
+        targets = self.check_targets(_host_data(targets), pred.shape, pred.dtype)
         if sample_weight is not None:
-            sample_weight = check_sample_weight(to_host(sample_weight), pred.shape[0])
+            sample_weight = check_sample_weight(_host_data(sample_weight), pred.shape[0])
         if backend.memory != "host":
             pred, targets = backend.asarray(pred, pred.dtype), backend.asarray(targets, targets.dtype)
         return self._compute(pred, targets, backend, sample_weight)
@@ -187,14 +186,13 @@ class CrossEntropyLoss(Loss):
         return backend.softmax_xent_soft_weighted(pred, targets, _on(backend, share), grad)
 
     def check_targets(self, targets, shape, dtype):
-        arr = np.asarray(targets)
-        if arr.ndim == 2 and arr.shape == tuple(shape) and shape[1] > 1:
-            soft = as_targets(arr, "targets", shape, dtype)
+        if shape_of(targets) == tuple(shape) and shape[1] > 1:
+            soft = as_targets(targets, "targets", shape, dtype)
             if soft.min() < 0:
                 raise ValueError("soft targets must be non-negative probabilities, got "
                                  f"a minimum of {soft.min()}")
             return soft
-        return as_labels(arr, "targets", shape[0], shape[1])
+        return as_labels(targets, "targets", shape[0], shape[1])
 
     def _kernel(self, backend, targets):
         return backend.softmax_xent if targets.ndim == 1 else backend.softmax_xent_soft
@@ -303,6 +301,12 @@ class MSELoss(Loss):
 _TINY = 1e-300
 
 
+def _host_data(data):
+    """Device arrays copied to the host; host data (NumPy, pandas, lists) as it is,
+    for validation to convert."""
+    return to_host(data) if is_device_array(data) else data
+
+
 def _host(backend, array):
     return array if backend.memory == "host" else backend.to_numpy(array)
 
@@ -331,8 +335,9 @@ def _check_class_weights(weight, name):
 
 
 def check_sample_weight(sample_weight, n):
-    """A float64 (n,) array of finite non-negative sample weights."""
-    arr = _check_weights(sample_weight, "sample_weight", 1)
+    """A float64 (n,) array of finite non-negative sample weights (an array, a pandas
+    Series or a list)."""
+    arr = _check_weights(as_numbers(sample_weight, "sample_weight"), "sample_weight", 1)
     if arr.shape[0] != n:
         raise ValueError(f"sample_weight has {arr.shape[0]} values but there are {n} samples")
     return arr

@@ -20,6 +20,7 @@ from .init import make_rng
 from .interrupts import DeferredInterrupts
 from .layers import Activation
 from .losses import check_sample_weight, get_loss
+from .metrics import add_batch, check_metrics, results
 from .optim import get_optimizer
 from .schedules import FitSchedule, attach_schedule
 from .progress import ProgressBar
@@ -50,9 +51,6 @@ class History(Callback):
         return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
 
 
-_METRICS = {"accuracy": "accuracy", "acc": "accuracy", "mae": "mae"}
-
-
 def _weighted_batches(x, y, w, batch_size, shuffle, rng):
     """``(x_batch, y_batch, w_batch or None)``: :func:`batches` of (x, y), the sample
     weights ``w`` (or None) following the same order."""
@@ -75,6 +73,7 @@ class TrainingMixin:
     loss = None
     optimizer = None
     metrics = ()
+    _metrics = {}          # name -> fastnn.metrics.Metric, as ``metrics``
     #: the loss of a training step and the outputs it sees: ``loss`` itself on the
     #: model's outputs, or (a final Sigmoid/Softmax fused into a loss on its
     #: probabilities) the logits version of ``loss`` on the last layer's input
@@ -101,8 +100,12 @@ class TrainingMixin:
             ``"categorical_crossentropy"`` and ``"sparse_categorical_crossentropy"``
             follow the model: after a final ``Sigmoid()`` / ``Softmax()`` they take its
             probabilities (Keras's ``from_logits=False``), otherwise logits.
-        metrics : list of str, optional
-            ``"accuracy"`` (classification losses) and/or ``"mae"`` (MSE).
+        metrics : list of str or Metric, optional
+            Reported by fit/evaluate as means over the epoch's samples (see
+            :mod:`fastnn.metrics`): ``"accuracy"`` (cross-entropy, BCE),
+            ``"top_k_accuracy"`` (cross-entropy; k = 5, or ``"top_3_accuracy"``,
+            ``fastnn.metrics.TopKAccuracy(3)``), ``"mse"``, ``"mae"``, ``"rmse"`` (MSE);
+            Keras's long names are accepted too.
         lr_schedule : LRSchedule, optional
             A learning-rate schedule (:mod:`fastnn.schedules`) that ``fit`` steps after
             every epoch; ReduceLROnPlateau on ``val_loss`` with validation data, else on
@@ -114,12 +117,8 @@ class TrainingMixin:
         self.optimizer = get_optimizer(optimizer).bind(self.parameters(), keep=True)
         self.lr_schedule = attach_schedule(lr_schedule, self.optimizer, schedule_interval)
         self.schedule_interval = schedule_interval.lower()
-        names = [check_choice(m, "metric", _METRICS) for m in (metrics or [])]
-        for name in names:
-            if name not in self.loss.metrics:
-                raise ValueError(f"metric {name!r} is not defined for {self.loss!r}; "
-                                 f"it supports {list(self.loss.metrics) or 'none'}")
-        self.metrics = tuple(dict.fromkeys(names))
+        self._metrics = check_metrics(metrics, self.loss)
+        self.metrics = tuple(self._metrics)
         self._match_head()
         return self
 
@@ -179,11 +178,7 @@ class TrainingMixin:
     def _batch_metrics(self, outputs, y, sums, backend):
         """Add a batch's metric sums, computed where the outputs live (on a GPU one
         scalar per metric comes back, not the outputs)."""
-        if "accuracy" in self.metrics:
-            sums["accuracy"] = sums.get("accuracy", 0.0) + self._step_loss.correct(outputs, y,
-                                                                                  backend)
-        if "mae" in self.metrics:
-            sums["mae"] = sums.get("mae", 0.0) + backend.abs_error_sum(outputs, y) / outputs.shape[1]
+        add_batch(self._metrics, self._step_loss, outputs, y, backend, sums)
 
     def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, shuffle=True,
             seed=None, verbose=1, callbacks=None, validation_split=0.0, initial_epoch=0,
@@ -366,14 +361,14 @@ class TrainingMixin:
                 seen += xb.shape[0]
                 self._batch_metrics(outputs, yb, sums, backend)
                 if bar or batch_logs:
-                    running = {"loss": loss_sum / seen, **{k: v / seen for k, v in sums.items()}}
+                    running = {"loss": loss_sum / seen, **results(self._metrics, sums, seen)}
                     callbacks.on_batch_end(batch, running)
                     if bar:
                         bar.update(seen, **running)
                 if self.stop_training:
                     break
             # the epoch's means over the samples it saw (all of them unless stopped early)
-            logs = {"loss": loss_sum / seen, **{k: v / seen for k, v in sums.items()}}
+            logs = {"loss": loss_sum / seen, **results(self._metrics, sums, seen)}
             seconds = time.perf_counter() - start
             if x_val is not None:
                 self.eval()
@@ -401,7 +396,7 @@ class TrainingMixin:
             loss_sum += loss * xb.shape[0]
             self._batch_metrics(outputs, yb, sums, backend)
         n = x.shape[0]
-        return {"loss": loss_sum / n, **{k: v / n for k, v in sums.items()}}
+        return {"loss": loss_sum / n, **results(self._metrics, sums, n)}
 
     def evaluate(self, x, y, batch_size=1024):
         """Mean loss and metrics on (x, y), as a dict such as

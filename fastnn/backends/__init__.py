@@ -45,7 +45,8 @@ OPERATIONS = (
     + ("split_heads", "merge_heads", "add")
     + ("attention_forward", "attention_backward")
     + ("embedding_forward", "embedding_backward", "mean_pool_forward", "mean_pool_backward")
-    + ("argmax_matches", "argmax_matches_soft", "sign_matches", "abs_error_sum")
+    + ("argmax_matches", "argmax_matches_soft", "sign_matches", "abs_error_sum",
+       "squared_error_sum", "top_k_matches", "top_k_matches_soft")
 )
 
 # name -> the modules that provide its operations, most specific first; imported lazily

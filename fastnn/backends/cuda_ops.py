@@ -54,7 +54,8 @@ from ..kernels.cuda.dropout import dropout_backward, dropout_forward  # noqa: E4
 from ..kernels.cuda.losses import (  # noqa: E402,F401
     bce_logits, mse, softmax_xent, softmax_xent_soft)
 from ..kernels.cuda.metrics import (  # noqa: E402,F401
-    abs_error_sum, argmax_matches, argmax_matches_soft, sign_matches)
+    abs_error_sum, argmax_matches, argmax_matches_soft, sign_matches, squared_error_sum,
+    top_k_matches, top_k_matches_soft)
 from ..kernels.cuda.embedding import embedding_backward, embedding_forward  # noqa: E402,F401
 from ..kernels.cuda.heads import add, merge_heads, split_heads  # noqa: E402,F401
 from ..kernels.cuda.matmul import matmul, matmul_nt, matmul_tn  # noqa: E402,F401

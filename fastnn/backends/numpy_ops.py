@@ -180,6 +180,25 @@ def abs_error_sum(outputs, targets):
     return float(np.abs(outputs - targets).astype(np.float64).sum())
 
 
+def squared_error_sum(outputs, targets):
+    """``sum (outputs - targets)**2``, summed in float64."""
+    return float(np.square((outputs - targets).astype(np.float64)).sum())
+
+
+def top_k_matches(outputs, labels, k):
+    """Rows whose label's output is among the ``k`` largest of the row: fewer than ``k``
+    outputs are larger than it (a tie with the k-th counts as in, as TensorFlow's
+    ``in_top_k``; a NaN output at the label never counts)."""
+    at_label = np.take_along_axis(outputs, labels.reshape(-1, 1), axis=1)
+    larger = np.count_nonzero(outputs > at_label, axis=1)
+    return int(np.count_nonzero((larger < k) & (at_label[:, 0] == at_label[:, 0])))
+
+
+def top_k_matches_soft(outputs, targets, k):
+    """:func:`top_k_matches` with the class of each row the argmax of its target row."""
+    return top_k_matches(outputs, np.argmax(targets, axis=1), k)
+
+
 # --------------------------------------------------------------------------- optimisers
 def sgd_update(param, grad, lr, weight_decay):
     param -= _cast(lr, param) * (grad + _cast(weight_decay, param) * param)

@@ -36,3 +36,31 @@ def test_sign_matches_and_abs_error_sum(shape, dtype, rng):
     rtol = 1e-5 if dtype == np.float32 else 1e-12
     assert metrics.abs_error_sum(outputs, cuda.to_device(targets)) == pytest.approx(
         numpy_ops.abs_error_sum(host, targets), rel=rtol)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (13, 3), (300, 1)])
+def test_squared_error_sum(shape, dtype, rng):
+    from numba import cuda
+    from fastnn.kernels.cuda import metrics
+    host, outputs = device_random(rng, shape, dtype)
+    targets = rng.random(shape).astype(dtype)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    assert metrics.squared_error_sum(outputs, cuda.to_device(targets)) == pytest.approx(
+        numpy_ops.squared_error_sum(host, targets), rel=rtol)
+
+
+@pytest.mark.parametrize("rows, cols", [(1, 1), (7, 3), (37, 10), (300, 6)])
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_top_k_matches(rows, cols, k, dtype, rng):
+    from numba import cuda
+    from fastnn.kernels.cuda import metrics
+    host = rng.standard_normal((rows, cols)).astype(dtype)
+    host[::4, :] = 0.5                               # ties: all in the top k
+    host[1::7, 0] = np.nan                           # a NaN at the label never counts
+    labels = rng.integers(0, cols, rows)
+    outputs = cuda.to_device(host)
+    expected = numpy_ops.top_k_matches(host, labels, k)
+    assert metrics.top_k_matches(outputs, cuda.to_device(labels), k) == expected
+    soft = rng.random((rows, cols)).astype(dtype)
+    assert metrics.top_k_matches_soft(outputs, cuda.to_device(soft), k) == \
+        numpy_ops.top_k_matches_soft(host, soft, k)

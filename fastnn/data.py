@@ -14,7 +14,8 @@ def batches(x, y=None, batch_size=32, shuffle=False, seed=None, drop_last=False)
         NumPy arrays, or pandas DataFrames/Series or lists: those are converted once to
         NumPy arrays of numbers (as ``fit`` converts them) and checked for missing
         values and NaN/Inf, reported by index label and column name; batches are taken
-        by position, whatever the index.
+        by position, whatever the index.  That conversion happens on every call (every
+        epoch of a loop): for large data, convert once, e.g. ``df.to_numpy(np.float32)``.
     batch_size : int
     shuffle : bool
         Visit the samples in a random order (a new order on every call).

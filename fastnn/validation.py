@@ -220,10 +220,15 @@ def _check_object_column(pd, column, name, data, labels, j):
                 raise TypeError(
                     f"{_column_text(name, data, j)} has dtype {column.dtype} and holds "
                     f"{type(value).__name__} values such as {value!r} at "
-                    f"{_where((i,), labels)}; fastnn takes "
-                    "numbers only: encode it (pd.get_dummies for one-hot, or "
-                    ".astype('category').cat.codes) or drop it")
+                    f"{_where((i,), labels)}; fastnn takes numbers only: {_ENCODE[j is None]}")
     _check_missing(column, name, labels, j)
+
+
+#: how to turn text into numbers: a DataFrame column (False), a Series (True: labels)
+_ENCODE = {False: "encode it (pd.get_dummies for one-hot columns, or .astype('category')"
+                  ".cat.codes for integer codes) or drop it",
+           True: "encode it first, e.g. as integer codes 0..k-1 with "
+                 "codes, uniques = pd.factorize(series)"}
 
 
 def _not_numbers(pd, column, dtype, name, data, j):
@@ -239,8 +244,7 @@ def _not_numbers(pd, column, dtype, name, data, j):
         fix = ("convert it to numbers first (e.g. .astype('int64'), or features such as the "
                "day of the week)")
     elif kind in "USO":
-        fix = ("encode it first (pd.get_dummies for one-hot, or .astype('category')"
-               ".cat.codes) or drop it")
+        fix = _ENCODE[j is None]
     else:
         fix = "convert it to numbers first or drop it"
     return f"{text} has dtype {dtype}, not numbers (bool, int or float); {fix}"

@@ -54,6 +54,8 @@ def _numeric(array, name):
     if arr.dtype.kind in "US" and isinstance(array, (list, tuple)):
         # NumPy turned numbers mixed with text into text: find the value that is not one
         arr = np.asarray(array, dtype=object)
+    if arr.dtype.kind == "O" and arr.ndim == 0:    # None, an arbitrary object
+        raise TypeError(f"{name} must be an array of numbers, got a {type(array).__name__}")
     if arr.dtype.kind == "O":
         arr = _from_objects(arr, name)
     if arr.dtype.kind not in "biuf":
@@ -87,6 +89,8 @@ def _encode_hint(dtype):
                 "such as np.unique(values, return_inverse=True)[1])")
     if dtype.kind in "mM":
         return "; convert dates and durations to numbers first (e.g. .astype(np.int64))"
+    if dtype.kind == "c":
+        return "; keep the real part (x.real) or the magnitude (np.abs(x))"
     return "; convert it with .astype(np.float32)"
 
 
@@ -99,13 +103,13 @@ def _is_number(value):
     return isinstance(value, (numbers.Real, np.bool_)) and not _is_missing(value)
 
 
-def _from_objects(arr, name, labels=None):
+def _from_objects(arr, name):
     """An object array (lists of mixed numbers, or with None) as numbers: every element
     must be a real number; the first missing or other value is reported by position."""
     flat = arr.reshape(-1)
     for i, value in enumerate(flat):
         if not _is_number(value):
-            where = _where(np.unravel_index(i, arr.shape), labels)
+            where = _where(np.unravel_index(i, arr.shape))
             if _is_missing(value):
                 raise ValueError(f"{name} has a missing value ({value!r}) at {where}; fill "
                                  "or drop missing values first")

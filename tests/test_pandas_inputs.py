@@ -329,3 +329,20 @@ def test_plain_numpy_inputs_keep_the_fast_path():
     from fastnn.validation import as_input
     x = np.ones((4, K), np.float32)
     assert as_input(x, "x", np.float32, K) is x
+
+
+def test_other_inputs_are_refused_with_the_fix():
+    model = _model()
+    with pytest.raises(TypeError, match="x must be an array of numbers, got a NoneType"):
+        model.predict(None)
+    with pytest.raises(TypeError, match=r"got dtype complex128; keep the real part"):
+        model.predict(np.ones((2, K), complex))
+    with pytest.raises(TypeError, match=r"got dtype <U1; encode text"):
+        model.predict(np.full((2, K), "a"))
+
+
+def test_importing_fastnn_does_not_import_pandas():
+    import subprocess
+    import sys
+    code = "import sys, fastnn; sys.exit('pandas' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

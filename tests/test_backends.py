@@ -14,11 +14,7 @@ from fastnn.backends import OPERATIONS, Backend
 NUMPY_IN_NUMBA = {"argmax_matches", "argmax_matches_soft", "sign_matches", "abs_error_sum",
                   # attention heads: a strided copy, as fast in NumPy
                   "split_heads", "merge_heads",
-                  "add",         # one pass over memory: NumPy's is as fast
-                  # class/sample-weighted losses: the NumPy reference until a fused
-                  # kernel is measured to matter (the unweighted losses have kernels)
-                  "softmax_xent_weighted", "softmax_xent_soft_weighted",
-                  "bce_logits_weighted", "mse_weighted"}
+                  "add"}         # one pass over memory: NumPy's is as fast
 
 
 def test_numpy_backend_provides_every_operation():

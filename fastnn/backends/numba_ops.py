@@ -14,7 +14,9 @@ from ..kernels.dense import act_bias_grad
 from ..kernels.dropout import dropout_backward, dropout_forward  # noqa: F401
 from ..kernels.embedding import embedding_backward, embedding_forward  # noqa: F401
 from ..kernels.epilogue import epilogue_args
-from ..kernels.losses import bce_logits, mse, softmax_xent, softmax_xent_soft  # noqa: F401
+from ..kernels.losses import (  # noqa: F401
+    bce_logits, bce_logits_weighted, mse, mse_weighted, softmax_xent, softmax_xent_soft,
+    softmax_xent_soft_weighted, softmax_xent_weighted)
 from ..kernels.matmul import matmul, matmul_bias_act, matmul_nt, matmul_tn  # noqa: F401
 from ..kernels.norm import (  # noqa: F401
     batch_norm_backward, batch_norm_backward_eval, batch_norm_forward_eval,

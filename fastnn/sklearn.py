@@ -314,7 +314,8 @@ class _BaseFastMLP(BaseEstimator):
         weights = None if sample_weight is None else check_sample_weight(sample_weight,
                                                                           n_samples)
         if weights is not None and not weights.sum() > 0:
-            raise ValueError("sample_weight must have a positive sum")
+            raise ValueError("sample_weight is all zero: at least one sample needs a "
+                             "positive weight")
         rng = check_random_state(self.random_state)
         if first_pass:
             self._initialize(X.shape[1], rng)
@@ -454,7 +455,7 @@ class _BaseFastMLP(BaseEstimator):
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self):
-        state = super().__getstate__()
+        state = dict(super().__getstate__())     # (object's is self.__dict__ itself)
         model = state.pop("_model", None)
         if model is not None:      # the arrays, not the network with its last batch
             optimizer = model.optimizer
@@ -651,7 +652,8 @@ class FastMLPClassifier(ClassifierMixin, _BaseFastMLP):
     def predict_proba(self, X):
         """Probabilities (n_samples, n_classes), columns in the order of ``classes_``
         (two columns for two classes); for multilabel, each label's probability."""
-        proba = self._model.predict_proba(self._validated_X(X))
+        X = self._validated_X(X)
+        proba = self._model.predict_proba(X)
         if self.n_outputs_ == 1:
             return np.column_stack([1 - proba[:, 0], proba[:, 0]])
         return proba

@@ -12,6 +12,7 @@ from fastnn.backends import OPERATIONS, Backend
 # Operations the Numba backend deliberately takes from NumPy: metric sums, once per batch
 # on (batch x classes) outputs.  Anything else showing up here lost its kernel.
 NUMPY_IN_NUMBA = {"argmax_matches", "argmax_matches_soft", "sign_matches", "abs_error_sum",
+                  "squared_error_sum", "top_k_matches", "top_k_matches_soft",
                   # attention heads: a strided copy, as fast in NumPy
                   "split_heads", "merge_heads",
                   "add"}         # one pass over memory: NumPy's is as fast

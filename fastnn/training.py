@@ -9,7 +9,6 @@ Inputs are validated once per call (not per batch), so the loop adds no per-batc
 """
 import math
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -23,7 +22,7 @@ from .losses import check_sample_weight, get_loss
 from .metrics import add_batch, check_metrics, results
 from .optim import get_optimizer
 from .schedules import FitSchedule, attach_schedule
-from .progress import ProgressBar
+from .progress import COMPILING, CompileWatch, ProgressBar, TrainingClock
 from .validation import check_choice, check_number
 
 
@@ -199,7 +198,11 @@ class TrainingMixin:
         seed : int, optional
             Makes the shuffling, and so the whole run, reproducible.
         verbose : 0, 1 or 2
-            0 silent; 1 a live progress bar (loss, metrics, samples/s); 2 one line per epoch.
+            0 silent; 1 a live progress bar (loss, metrics, samples/s) on a terminal and in
+            Jupyter (one line per epoch when the output goes to a file or pipe); 2 one
+            line per epoch.  The samples/s figure counts the training batches alone (not
+            validation, nor Numba compiling or loading kernels), and a fit that compiles
+            kernels says so in one line when it starts to.
         callbacks : list of Callback, optional
             Called in order at the stages of training (:mod:`fastnn.callbacks`):
             ``EarlyStopping``, ``ModelCheckpoint``, ``CSVLogger``,
@@ -262,11 +265,11 @@ class TrainingMixin:
         callbacks = CallbackList([*callbacks, history], self, params)
         self.stop_training = False
         try:
-            with DeferredInterrupts() as interrupts:
+            with DeferredInterrupts() as interrupts, CompileWatch() as compiling:
                 callbacks.on_train_begin()
                 logs = self._train_epochs(x, y, w, initial_epoch, epochs, batch_size, shuffle,
                                           rng, verbose, backend, callbacks, x_val, y_val,
-                                          interrupts)
+                                          interrupts, compiling)
                 callbacks.on_train_end(logs)
         except KeyboardInterrupt:
             if verbose and sys.stdout.isatty():
@@ -330,8 +333,9 @@ class TrainingMixin:
         return weights if w is None else w * weights
 
     def _train_epochs(self, x, y, w, initial_epoch, epochs, batch_size, shuffle, rng, verbose,
-                      backend, callbacks, x_val, y_val, interrupts):
-        """The epochs of fit; returns the last epoch's logs."""
+                      backend, callbacks, x_val, y_val, interrupts, compiling):
+        """The epochs of fit; returns the last epoch's logs.  ``compiling``: the
+        :class:`CompileWatch` of the fit."""
         n, logs = x.shape[0], None
         schedule = FitSchedule(self.lr_schedule, self.schedule_interval, x_val is not None,
                                self.metrics)
@@ -339,8 +343,11 @@ class TrainingMixin:
         for epoch in range(initial_epoch, epochs):
             callbacks.on_epoch_begin(epoch)
             self.train()
-            bar = ProgressBar(n, epoch + 1, epochs) if verbose else None
-            start = time.perf_counter()
+            bar = ProgressBar(n, epoch + 1, epochs, verbose) if verbose else None
+            if bar:
+                note = COMPILING.get(backend.name, COMPILING["cpu"])
+                compiling.announce = lambda bar=bar, note=note: bar.note(note)
+            clock = TrainingClock(compiling)
             loss_sum, seen, sums = 0.0, 0, {}
             for batch, (xb, yb, wb) in enumerate(_weighted_batches(x, y, w, batch_size,
                                                                    shuffle, rng)):
@@ -364,21 +371,21 @@ class TrainingMixin:
                     running = {"loss": loss_sum / seen, **results(self._metrics, sums, seen)}
                     callbacks.on_batch_end(batch, running)
                     if bar:
-                        bar.update(seen, **running)
+                        bar.update(seen, seen / clock.seconds(), **running)
                 if self.stop_training:
                     break
             # the epoch's means over the samples it saw (all of them unless stopped early)
             logs = {"loss": loss_sum / seen, **results(self._metrics, sums, seen)}
-            seconds = time.perf_counter() - start
+            samples_per_second = seen / clock.seconds()     # training batches alone
             if x_val is not None:
                 self.eval()
                 val = self._evaluate(x_val, y_val, max(batch_size, 1024), backend,
                                      interrupts.check)
                 logs.update({f"val_{k}": v for k, v in val.items()})
             if bar:
-                bar.finish(**logs)
+                bar.finish(samples_per_second, **logs)
             logs.update(schedule.after_epoch(logs))
-            logs["samples_per_second"] = seen / seconds
+            logs["samples_per_second"] = samples_per_second
             callbacks.on_epoch_end(epoch, logs)
             interrupts.check()
             if self.stop_training:

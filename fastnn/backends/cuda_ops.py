@@ -52,7 +52,8 @@ from ..kernels.cuda.bias import bias_add, bias_grad  # noqa: E402,F401
 from ..kernels.cuda.dense import act_bias_grad, bias_act  # noqa: E402
 from ..kernels.cuda.dropout import dropout_backward, dropout_forward  # noqa: E402,F401
 from ..kernels.cuda.losses import (  # noqa: E402,F401
-    bce_logits, mse, softmax_xent, softmax_xent_soft)
+    bce_logits, bce_logits_weighted, mse, mse_weighted, softmax_xent, softmax_xent_soft,
+    softmax_xent_soft_weighted, softmax_xent_weighted)
 from ..kernels.cuda.metrics import (  # noqa: E402,F401
     abs_error_sum, argmax_matches, argmax_matches_soft, sign_matches, squared_error_sum,
     top_k_matches, top_k_matches_soft)

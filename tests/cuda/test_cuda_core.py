@@ -19,7 +19,9 @@ from fastnn.kernels.cuda import _common, bias, losses, matmul, optim  # noqa: E4
 LAUNCHERS = {
     matmul: ("matmul", "matmul_nt", "matmul_tn"),
     bias: ("bias_add", "bias_grad"),
-    losses: ("softmax_xent", "softmax_xent_soft", "bce_logits", "mse"),
+    losses: ("softmax_xent", "softmax_xent_soft", "bce_logits", "mse",
+             "softmax_xent_weighted", "softmax_xent_soft_weighted", "bce_logits_weighted",
+             "mse_weighted"),
     optim: ("sgd_update", "sgd_momentum_update", "sum_of_squares", "scale_inplace",
             "clip_inplace", "adam_update", "rmsprop_update"),
 }
@@ -125,6 +127,27 @@ def test_mse(shape, dtype, rng):
     pred = rng.standard_normal(shape).astype(dtype)
     targets = rng.standard_normal(shape).astype(dtype)
     _check_loss("mse", pred, targets, dtype)
+
+
+@needs_cuda
+@pytest.mark.parametrize("shape", LOSS_SHAPES + [(130, 3)])     # 130 rows: 2 blocks
+@pytest.mark.parametrize("name", ["softmax_xent", "softmax_xent_soft", "bce_logits", "mse"])
+def test_weighted_losses(name, shape, dtype, rng):
+    """The class/sample-weighted twins (each row's share given; BCE also pos_weight)
+    against the NumPy backend, on random shares that differ row to row."""
+    logits = (rng.standard_normal(shape) * 3).astype(dtype)
+    target = (rng.integers(0, shape[1], shape[0]).astype(np.int64) if name == "softmax_xent"
+              else rng.uniform(0, 1, shape).astype(dtype))
+    extra = (((rng.random(shape[1]) * 3).astype(dtype),) if name == "bce_logits" else ()) + (
+        ((rng.random(shape[0]) + 0.1) / shape[0]).astype(dtype),)
+    grad = np.empty_like(logits)
+    expected = getattr(numpy_ops, f"{name}_weighted")(logits, target, *extra, grad)
+    d_grad = cuda.device_array(shape, dtype)
+    loss = getattr(losses, f"{name}_weighted")(
+        _to_device(logits), _to_device(target), *map(_to_device, extra), d_grad)
+    rel = 2e-5 if dtype == np.float32 else 1e-12
+    assert loss == pytest.approx(expected, rel=rel)
+    assert_close(d_grad, grad, dtype)
 
 
 @needs_cuda
@@ -266,6 +289,10 @@ def _launcher_inputs(name, dtype, rng):
         "softmax_xent_soft": lambda: (r(200, 2), r(200, 2), r(200, 2)),
         "bce_logits": lambda: (r(200, 2), r(200, 2), r(200, 2)),
         "mse": lambda: (r(200, 2), r(200, 2), r(200, 2)),
+        "softmax_xent_weighted": lambda: (r(200, 2), np.zeros(200, np.int64), r(200), r(200, 2)),
+        "softmax_xent_soft_weighted": lambda: (r(200, 2), r(200, 2), r(200), r(200, 2)),
+        "bce_logits_weighted": lambda: (r(200, 2), r(200, 2), r(2), r(200), r(200, 2)),
+        "mse_weighted": lambda: (r(200, 2), r(200, 2), r(200), r(200, 2)),
         "sgd_update": lambda: (r(5), r(5), 0.1, 0.0),
         "sgd_momentum_update": lambda: (r(5), r(5), r(5), 0.1, 0.9, 0.0, True),
         "adam_update": lambda: (r(5), r(5), r(5), r(5), r(5), 0.1, 0.9, 0.999, 1e-8, 0.0, 1.0,

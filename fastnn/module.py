@@ -36,7 +36,7 @@ import numpy as np
 
 from .backends import get_backend
 from .backends.memory import astype, is_device_array, memory_of, place, to_host, zero_fill
-from .validation import (as_dtype, as_indices, as_input, check_device_indices,
+from .validation import (as_array, as_dtype, as_indices, as_input, check_device_indices,
                          check_device_input)
 
 #: Every Module subclass by name (``"Linear"``; classes defined outside fastnn also under
@@ -382,7 +382,8 @@ class Module:
         The result lives where the backend computes: a NumPy array on the host backends,
         a device array on "cuda" (``fastnn.to_numpy`` or ``predict`` give host arrays)."""
         dtype = self.dtype
-        if dtype is None:
+        if dtype is None:       # the input's precision (a pandas frame's by its columns)
+            x = x if is_device_array(x) else as_array(x, "x")
             dt = np.dtype(x.dtype) if is_device_array(x) else np.asarray(x).dtype
             dtype = dt if dt in (np.float32, np.float64) else np.float32
         backend = self._last_backend = self._resolve_backend()

@@ -346,3 +346,16 @@ def test_importing_fastnn_does_not_import_pandas():
     import sys
     code = "import sys, fastnn; sys.exit('pandas' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_layer_without_a_dtype_takes_the_precision_of_the_columns():
+    """A layer built without a dtype computes in the input's precision; for a pandas
+    frame or a list that is the precision of its values (nullable Float64: float64)."""
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"a": pd.array([1.5, -2.0], dtype="Float64"),
+                          "b": pd.array([0.5, 1.0], dtype="Float64")})
+    out = fnn.ReLU()(frame)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, [[1.5, 0.5], [0.0, 1.0]])
+    assert fnn.ReLU()([[1.0, -2.0]]).dtype == np.float64
+    assert fnn.ReLU()(np.ones((2, 2), np.float32)).dtype == np.float32

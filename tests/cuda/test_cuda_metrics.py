@@ -64,3 +64,24 @@ def test_top_k_matches(rows, cols, k, dtype, rng):
     soft = rng.random((rows, cols)).astype(dtype)
     assert metrics.top_k_matches_soft(outputs, cuda.to_device(soft), k) == \
         numpy_ops.top_k_matches_soft(host, soft, k)
+
+
+@pytest.mark.parametrize("loss, metrics, classes", [
+    ("cross_entropy", ["accuracy", "top_2_accuracy", "top_k_accuracy"], 6),
+    ("mse", ["mse", "mae", "rmse"], 3)])
+def test_fit_reports_the_cpu_metrics(loss, metrics, classes):
+    """fit on the GPU logs the metrics (and val_ metrics) the CPU backend logs."""
+    import fastnn as fnn
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((30, 4))
+    y = rng.integers(0, classes, 30) if loss == "cross_entropy" else rng.standard_normal((30, 3))
+    histories = {}
+    for backend in ("numba", "cuda"):
+        model = fnn.Sequential(fnn.Linear(4, 5), fnn.Tanh(), fnn.Linear(5, classes),
+                               dtype="float64", backend=backend, seed=1)
+        model.compile(optimizer=fnn.SGD(lr=0.1), loss=loss, metrics=metrics)
+        histories[backend] = model.fit(x[:20], y[:20], epochs=2, batch_size=8, shuffle=False,
+                                       validation_data=(x[20:], y[20:]), verbose=0).history
+    for key, values in histories["numba"].items():
+        if key != "samples_per_second":
+            np.testing.assert_allclose(histories["cuda"][key], values, rtol=1e-10, err_msg=key)

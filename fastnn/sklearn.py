@@ -196,6 +196,9 @@ class _BaseFastMLP(BaseEstimator):
         check_choice(self.backend, "backend", _BACKENDS)
 
     # ------------------------------------------------------------------ the network
+    def __sklearn_is_fitted__(self):
+        return self.__dict__.get("_model") is not None
+
     def _linears(self):
         model = self.__dict__.get("_model")
         if model is None:

@@ -48,6 +48,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
+from .backends import get_backend
 from .callbacks import Callback
 from .layers import Activation, Linear
 from .losses import check_sample_weight
@@ -101,7 +102,10 @@ class _SklearnRules(Callback):
         # set directly, not through opt.<name> = ..., which re-checks every group
         weights["weight_decay"] = est.alpha / sw_sum
         if est.alpha:
-            squares = sum(float(np.dot(p.data.reshape(-1), p.data.reshape(-1)))
+            # the backend's kernel, not np.dot: a BLAS call between fastnn's kernels
+            # would wake BLAS's thread pool every step (see fastnn.threads)
+            backend = get_backend(opt.backend)
+            squares = sum(backend.sum_of_squares(p.data.reshape(-1))
                           for p in weights["params"])
             # scikit-learn adds the batch's penalty to its loss, weighted by the batch size
             self.penalty += 0.5 * est.alpha * squares / sw_sum * n_batch

@@ -116,7 +116,7 @@ def plot_history(history, path, *, columns=3, panel_size=(4.5, 3.5), dpi=100, ti
     for ax in axes[len(quantities):]:
         ax.set_visible(False)
     if title:
-        figure.suptitle(title)
+        figure.suptitle(title, wrap=True)        # a long title wraps, not clipped
     figure.savefig(os.fspath(path) if isinstance(path, os.PathLike) else path, format="png",
                    dpi=dpi)
     return path

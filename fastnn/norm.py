@@ -6,8 +6,8 @@ and shift it with learned ``weight`` (gamma, ones at start) and ``bias`` (beta, 
 ``y = xhat * weight + bias``, as PyTorch does.  LayerNorm takes the statistics of each row
 over its features; BatchNorm1d takes them per feature over every other axis (the batch
 and any sequence axes) in training mode, and uses running estimates in evaluation mode.
-The forward and backward passes are fused kernels (``fastnn/kernels/norm.py``; the NumPy
-reference in ``fastnn/backends/numpy_ops.py``).
+The forward and backward passes are fused kernels (``fastnn/kernels/layer_norm.py`` and
+``batch_norm.py``; the NumPy reference in ``fastnn/backends/numpy_ops.py``).
 """
 import numpy as np
 

@@ -9,18 +9,19 @@ import numpy as np
 
 from ..kernels.activations import *  # noqa: F401,F403
 from ..kernels.attention import attention_backward, attention_forward  # noqa: F401
+from ..kernels.batch_norm import (  # noqa: F401
+    batch_norm_backward, batch_norm_backward_eval, batch_norm_forward_eval,
+    batch_norm_forward_train)
 from ..kernels.bias import bias_add, bias_grad  # noqa: F401
 from ..kernels.dense import act_bias_grad
 from ..kernels.dropout import dropout_backward, dropout_forward  # noqa: F401
 from ..kernels.embedding import embedding_backward, embedding_forward  # noqa: F401
 from ..kernels.epilogue import epilogue_args
+from ..kernels.layer_norm import layer_norm_backward, layer_norm_forward  # noqa: F401
 from ..kernels.losses import (  # noqa: F401
     bce_logits, bce_logits_weighted, mse, mse_weighted, softmax_xent, softmax_xent_soft,
     softmax_xent_soft_weighted, softmax_xent_weighted)
 from ..kernels.matmul import matmul, matmul_bias_act, matmul_nt, matmul_tn  # noqa: F401
-from ..kernels.norm import (  # noqa: F401
-    batch_norm_backward, batch_norm_backward_eval, batch_norm_forward_eval,
-    batch_norm_forward_train, layer_norm_backward, layer_norm_forward)
 from ..kernels.pooling import mean_pool_backward, mean_pool_forward  # noqa: F401
 from ..kernels.optim import (  # noqa: F401
     adam_update, clip_inplace, rmsprop_update, scale_inplace, sgd_momentum_update, sgd_update,

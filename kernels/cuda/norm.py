@@ -1,4 +1,5 @@
-"""LayerNorm and BatchNorm on the GPU: the twins of :mod:`fastnn.kernels.norm`.
+"""LayerNorm and BatchNorm on the GPU: the twins of :mod:`fastnn.kernels.layer_norm` and
+:mod:`fastnn.kernels.batch_norm`.
 
 Same operations, signatures, conventions (size-0 ``gamma``/``beta``/gradient outputs for
 absent ones; statistics in the input's dtype) and formulas as the CPU kernels; see that
@@ -318,7 +319,7 @@ def _column_grid(n_cols):
 
 
 def layer_norm_forward(x, gamma, beta, eps, y, mean, rstd):
-    """LayerNorm over the last axis (:func:`fastnn.kernels.norm.layer_norm_forward`).
+    """LayerNorm over the last axis (:func:`fastnn.kernels.layer_norm.layer_norm_forward`).
 
     x, y : (rows, features) device arrays, C-contiguous, one float dtype (``y`` may be
     ``x``); gamma, beta : (features,) or size 0; mean, rstd : (rows,), written.
@@ -333,7 +334,7 @@ def layer_norm_forward(x, gamma, beta, eps, y, mean, rstd):
 
 def layer_norm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, accumulate):
     """Backward of :func:`layer_norm_forward`
-    (:func:`fastnn.kernels.norm.layer_norm_backward`): ``dgamma``/``dbeta`` (size 0:
+    (:func:`fastnn.kernels.layer_norm.layer_norm_backward`): ``dgamma``/``dbeta`` (size 0:
     skipped) by column sums, then ``dx`` (may be ``dy``).  Returns ``dx``."""
     n_rows, n_cols = x.shape
     if not n_cols:
@@ -351,7 +352,7 @@ def layer_norm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, accumulate)
 def batch_norm_forward_train(x, gamma, beta, eps, momentum, running_mean, running_var, y,
                              mean, rstd):
     """BatchNorm with batch statistics, running statistics updated in place
-    (:func:`fastnn.kernels.norm.batch_norm_forward_train`; ``running_*`` size 0: not
+    (:func:`fastnn.kernels.batch_norm.batch_norm_forward_train`; ``running_*`` size 0: not
     tracked).  One launch.  Returns ``y``."""
     n_rows, n_cols = x.shape
     if n_rows and n_cols:
@@ -373,7 +374,7 @@ def batch_norm_forward_eval(x, gamma, beta, eps, running_mean, running_var, y):
 
 def batch_norm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, accumulate):
     """Backward of :func:`batch_norm_forward_train`
-    (:func:`fastnn.kernels.norm.batch_norm_backward`); one launch, ``dx`` may be ``dy``.
+    (:func:`fastnn.kernels.batch_norm.batch_norm_backward`); one launch, ``dx`` may be ``dy``.
     Returns ``dx``."""
     n_rows, n_cols = x.shape
     if n_rows and n_cols:
@@ -385,7 +386,7 @@ def batch_norm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, accumulate)
 def batch_norm_backward_eval(dy, x, gamma, eps, running_mean, running_var, dx, dgamma, dbeta,
                              accumulate):
     """Backward of :func:`batch_norm_forward_eval`
-    (:func:`fastnn.kernels.norm.batch_norm_backward_eval`), the running statistics
+    (:func:`fastnn.kernels.batch_norm.batch_norm_backward_eval`), the running statistics
     constants::
 
         rstd = 1 / sqrt(running_var + eps)

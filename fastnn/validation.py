@@ -415,7 +415,10 @@ def as_labels(y, name, n_samples, n_classes):
         if low < 0 or high >= n_classes:
             bad = low if low < 0 else high
             raise ValueError(f"{name} contains label {bad}, outside [0, {n_classes}) for a "
-                             f"model with {n_classes} outputs")
+                             f"model with {n_classes} outputs; labels are class indices "
+                             "0..outputs-1: map others (e.g. {3, 7} or strings) with "
+                             "classes, y = np.unique(y, return_inverse=True), or use "
+                             "fastnn.sklearn.FastMLPClassifier, which takes any labels")
     return np.array(arr, dtype=np.int64, order="C")   # a fresh, writable copy
 
 

@@ -229,6 +229,8 @@ def test_api_errors_are_clear():
         model.fit(x, np.full(20, 3))
     with pytest.raises(ValueError, match="label -1"):
         model.fit(x, np.full(20, -1))
+    with pytest.raises(ValueError, match=r"label 7, .*np.unique\(y, return_inverse=True\)"):
+        model.fit(x, np.where(y == 0, 3, 7))      # labels {3, 7}: the message says how to map
     with pytest.raises(ValueError, match="19 labels but the batch has 20"):
         model.fit(x, y[:19])
     with pytest.raises(ValueError, match="whole-number"):

@@ -35,7 +35,6 @@ except ImportError as err:      # pragma: no cover - exercised without scikit-le
                       "fastnn: pip install fastnn[sklearn]") from err
 
 import math
-import numbers
 import warnings
 
 import numpy as np
@@ -55,20 +54,27 @@ from .losses import check_sample_weight
 from .model import Sequential
 from .optim import SGD, Adam
 from .training import TrainingDivergedError
-from .validation import as_dtype, check_choice, check_number
+from .validation import as_dtype, check_number
 
 __all__ = ["FastMLPClassifier", "FastMLPRegressor"]
 
 #: scikit-learn's activation names -> fastnn's registry names
 _ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
-_SOLVERS = {"adam": "adam", "sgd": "sgd"}
-_SCHEDULES = {"constant": "constant", "invscaling": "invscaling", "adaptive": "adaptive"}
-_BACKENDS = {"numba": "numba", "numpy": "numpy"}
+_SOLVERS = ("adam", "sgd")
+_SCHEDULES = ("constant", "invscaling", "adaptive")
+_BACKENDS = ("numba", "numpy")
 
 
 def _flag(value, name):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def _choice(value, name, options):
+    """One of ``options``, spelled exactly (as scikit-learn's parameter checks)."""
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}; got "
+                         f"{value!r}")
 
 
 class _SklearnRules(Callback):
@@ -77,16 +83,16 @@ class _SklearnRules(Callback):
     Before each batch: the L2 penalty's gradient ``alpha / sw_sum * W`` as the weights'
     ``weight_decay`` (``sw_sum``: the batch's size, or sum of sample weights), its loss
     ``alpha / (2 sw_sum) * sum ||W||^2`` for ``loss_curve_``, and for Adam the epsilon
-    that makes fastnn's update scikit-learn's (see :meth:`FastMLPClassifier`'s notes).
+    that makes fastnn's update scikit-learn's.
     After each epoch: the estimator's bookkeeping and stopping rule.
     """
 
     def __init__(self, estimator, n_samples, batch_size, mean_weight, loss_factor,
-                 validation, incremental):
+                 validation):
         self.estimator = estimator
         self.n_samples, self.batch_size = n_samples, batch_size
         self.mean_weight, self.loss_factor = mean_weight, loss_factor
-        self.validation, self.incremental = validation, incremental
+        self.validation = validation
         self.penalty = 0.0
         self.stopped = False
 
@@ -119,8 +125,7 @@ class _SklearnRules(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         loss = logs["loss"] * self.loss_factor + self.penalty / self.n_samples
-        if self.estimator._end_iteration(loss, self.n_samples, self.validation,
-                                         self.incremental):
+        if self.estimator._end_iteration(loss, self.n_samples, self.validation):
             self.stopped = True
             self.model.stop_training = True
 
@@ -170,17 +175,17 @@ class _BaseFastMLP(BaseEstimator):
 
     def _check_params(self):
         self._hidden_sizes()
-        check_choice(self.activation, "activation", _ACTIVATIONS)
-        if isinstance(self.solver, str) and self.solver.lower() == "lbfgs":
+        _choice(self.activation, "activation", tuple(_ACTIVATIONS))
+        if self.solver == "lbfgs":
             raise ValueError("solver='lbfgs' is not available in fastnn (a full-batch "
                              "method, not fastnn's mini-batch kernels): use solver='adam' "
                              "or 'sgd', or scikit-learn's own MLP for L-BFGS")
-        check_choice(self.solver, "solver", _SOLVERS)
+        _choice(self.solver, "solver", _SOLVERS)
         check_number(self.alpha, "alpha", low=0)
         if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
             check_number(self.batch_size, "batch_size ('auto' or an int)", low=1,
                          integer=True)
-        check_choice(self.learning_rate, "learning_rate", _SCHEDULES)
+        _choice(self.learning_rate, "learning_rate", _SCHEDULES)
         check_number(self.learning_rate_init, "learning_rate_init", low=0, low_open=True)
         check_number(self.power_t, "power_t")
         check_number(self.max_iter, "max_iter", low=1, integer=True)
@@ -197,7 +202,7 @@ class _BaseFastMLP(BaseEstimator):
         for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
             _flag(getattr(self, name), name)
         as_dtype(self.dtype)
-        check_choice(self.backend, "backend", _BACKENDS)
+        _choice(self.backend, "backend", _BACKENDS)
 
     # ------------------------------------------------------------------ the network
     def __sklearn_is_fitted__(self):
@@ -242,7 +247,7 @@ class _BaseFastMLP(BaseEstimator):
     def _initialize(self, n_features, rng):
         """A new network, drawn as scikit-learn draws it, and fresh bookkeeping."""
         self._architecture = {"sizes": [n_features, *self._hidden_sizes(), self.n_outputs_],
-                              "activation": _ACTIVATIONS[self.activation.lower()],
+                              "activation": _ACTIVATIONS[self.activation],
                               "dtype": str(as_dtype(self.dtype)), "backend": self.backend}
         self._build()
         factor = 2.0 if self._architecture["activation"] == "sigmoid" else 6.0
@@ -364,7 +369,7 @@ class _BaseFastMLP(BaseEstimator):
             fit_weights = np.full(n_samples, train_factor)
 
         rules = _SklearnRules(self, n_samples, batch_size, mean_weight, loss_factor,
-                              validation, incremental)
+                              validation)
         self.n_iter_ = 0
         try:
             self._model.fit(X, targets, epochs=1 if incremental else self.max_iter,
@@ -385,7 +390,7 @@ class _BaseFastMLP(BaseEstimator):
             self._model.load_state_dict(self._best_state)
         return self
 
-    def _end_iteration(self, loss, n_samples, validation, incremental):
+    def _end_iteration(self, loss, n_samples, validation):
         """scikit-learn's end of an epoch: record the loss, update the no-improvement
         count (training loss, or the validation score with the best weights kept),
         the learning-rate schedule, and decide whether to stop (returns True)."""

@@ -84,6 +84,10 @@ def _worker(contender, dataset, hidden, max_iter, repeats):
 
 def _run_worker(contender, dataset, hidden, max_iter, repeats, cache_dir):
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+    if contender == "sklearn":
+        # fastnn.load_mnist imports fastnn, whose thread defaults shorten OpenBLAS's
+        # spin-wait (fastnn.threads): scikit-learn keeps its libraries' own defaults
+        env["FASTNN_THREAD_DEFAULTS"] = "0"
     command = [sys.executable, os.path.abspath(__file__), "--worker", contender, dataset,
                ",".join(map(str, hidden)), str(max_iter), str(repeats)]
     done = subprocess.run(command, env=env, capture_output=True, text=True)

@@ -76,6 +76,18 @@ def _one_per_index(values, i):
     return values[i]
 
 
+@cuda.jit(device=True, inline="always")
+def _row_max(z, i):
+    """The largest element of row ``i`` of ``z``; a NaN never wins (it still makes the
+    row's sum of exponentials NaN)."""
+    m = z[i, 0]
+    for j in range(1, z.shape[1]):
+        v = z[i, j]
+        if v > m:
+            m = v
+    return m
+
+
 def _make_kernels(dtype):
     """The loss kernels and the final reduction for one Numba float type: its shared
     buffers and constants must be typed at compile time.  Each loss kernel adds
@@ -90,11 +102,7 @@ def _make_kernels(dtype):
             total = zero
             for i in range(cuda.grid(1), n_rows, cuda.gridsize(1)):
                 r = share_at(share, i)
-                m = logits[i, 0]
-                for j in range(1, n_cols):
-                    v = logits[i, j]
-                    if v > m:                   # a NaN never wins; it still makes s NaN
-                        m = v
+                m = _row_max(logits, i)
                 s = zero
                 for j in range(n_cols):
                     e = math.exp(logits[i, j] - m)
@@ -116,11 +124,7 @@ def _make_kernels(dtype):
             total = zero
             for i in range(cuda.grid(1), n_rows, cuda.gridsize(1)):
                 r = share_at(share, i)
-                m = logits[i, 0]
-                for j in range(1, n_cols):
-                    v = logits[i, j]
-                    if v > m:
-                        m = v
+                m = _row_max(logits, i)
                 # row loss = sum_j t_j (m - z_j) + (sum_j t_j) log s: no log p_j is formed
                 s = zero
                 t_sum = zero

@@ -278,6 +278,27 @@ def _grad_sums_parallel(dy, x, mean, sdy, sdxc, n_rb, n_cb):
         _grad_sums_task(dy, x, mean, sdy, sdxc, task, n_cb)
 
 
+@kernel
+def _grad_sums(dy, x, center):
+    """``(sum_i dy_ij, sum_i dy_ij (x_ij - center_j))`` per column, in fixed blocks of
+    :data:`BN_ROW_BLOCK` rows added in block order: identical on any thread count."""
+    n_rows, n_cols = x.shape
+    n_rb = (n_rows + BN_ROW_BLOCK - 1) // BN_ROW_BLOCK
+    n_cb = (n_cols + BN_COLUMN_BLOCK - 1) // BN_COLUMN_BLOCK
+    sdy = np.empty((n_rb, n_cols), x.dtype)
+    sdxc = np.empty((n_rb, n_cols), x.dtype)
+    if x.size * 2 * x.itemsize > SERIAL_MAX_BYTES:
+        _grad_sums_parallel(dy, x, center, sdy, sdxc, n_rb, n_cb)
+    else:
+        for task in range(n_rb * n_cb):
+            _grad_sums_task(dy, x, center, sdy, sdxc, task, n_cb)
+    sum_dy = np.empty(n_cols, x.dtype)
+    sum_dxc = np.empty(n_cols, x.dtype)
+    _add_partials(sdy, sum_dy, False)
+    _add_partials(sdxc, sum_dxc, False)
+    return sum_dy, sum_dxc
+
+
 @kernel(inline="always")
 def _batch_norm_dx_row(dyi, xi, dxi, mean, a, mdy, c):
     for j in range(xi.size):
@@ -329,19 +350,8 @@ def batch_norm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, accumulate)
     """
     n_rows, n_cols = x.shape
     t = x.dtype.type
-    n_rb = (n_rows + BN_ROW_BLOCK - 1) // BN_ROW_BLOCK
-    n_cb = (n_cols + BN_COLUMN_BLOCK - 1) // BN_COLUMN_BLOCK
-    sdy = np.empty((n_rb, n_cols), x.dtype)
-    sdxc = np.empty((n_rb, n_cols), x.dtype)
-    if x.size * 2 * x.itemsize > SERIAL_MAX_BYTES:
-        _grad_sums_parallel(dy, x, mean, sdy, sdxc, n_rb, n_cb)
-    else:
-        for task in range(n_rb * n_cb):
-            _grad_sums_task(dy, x, mean, sdy, sdxc, task, n_cb)
-    sum_dy = np.empty(n_cols, x.dtype)       # dbeta of this batch
-    sum_dxh = np.empty(n_cols, x.dtype)      # dgamma of this batch
-    _add_partials(sdy, sum_dy, False)
-    _add_partials(sdxc, sum_dxh, False)
+    # dbeta and (times rstd, below) dgamma of this batch
+    sum_dy, sum_dxh = _grad_sums(dy, x, mean)
     inv_n = t(1) / t(n_rows)
     a = np.empty(n_cols, x.dtype)
     mdy = np.empty(n_cols, x.dtype)
@@ -394,8 +404,6 @@ def batch_norm_backward_eval(dy, x, gamma, eps, running_mean, running_var, dx, d
     """
     n_rows, n_cols = x.shape
     t = x.dtype.type
-    n_rb = (n_rows + BN_ROW_BLOCK - 1) // BN_ROW_BLOCK
-    n_cb = (n_cols + BN_COLUMN_BLOCK - 1) // BN_COLUMN_BLOCK
     e = t(eps)
     one = t(1)
     rstd = np.empty(n_cols, x.dtype)
@@ -406,17 +414,7 @@ def batch_norm_backward_eval(dy, x, gamma, eps, running_mean, running_var, dx, d
         rstd[j] = r
         a[j] = gamma[j] * r if has_gamma else r
     if dgamma.size > 0 or dbeta.size > 0:
-        sdy = np.empty((n_rb, n_cols), x.dtype)
-        sdxc = np.empty((n_rb, n_cols), x.dtype)
-        if x.size * 2 * x.itemsize > SERIAL_MAX_BYTES:
-            _grad_sums_parallel(dy, x, running_mean, sdy, sdxc, n_rb, n_cb)
-        else:
-            for task in range(n_rb * n_cb):
-                _grad_sums_task(dy, x, running_mean, sdy, sdxc, task, n_cb)
-        sum_dy = np.empty(n_cols, x.dtype)
-        sum_dxc = np.empty(n_cols, x.dtype)
-        _add_partials(sdy, sum_dy, False)
-        _add_partials(sdxc, sum_dxc, False)
+        sum_dy, sum_dxc = _grad_sums(dy, x, running_mean)
         if dgamma.size > 0:
             for j in range(n_cols):
                 g = sum_dxc[j] * rstd[j]            # sum dy * xhat

@@ -16,7 +16,7 @@ relative amount, hence the factor ``1 + max |x|`` of the tolerance.
 """
 import numpy as np
 
-from fastnn.backends import numpy_ops
+from fastnn.backends import numpy_layer_ops, numpy_ops
 
 #: name -> (mask kind, mask shape, causal, fully masked rows).  Shapes use the letters
 #: B, H, Q (S_q), K (S_k).  Kinds: None, "bool" (True = attend), "float" (added; -inf
@@ -93,7 +93,7 @@ def reference(case):
     numpy_ops.attention_forward(q, k, v, mask, causal, scale, expected["out"], expected["lse"])
     numpy_ops.attention_backward(dout, q, k, v, expected["out"], expected["lse"], mask, causal,
                                  scale, expected["dq"], expected["dk"], expected["dv"])
-    p, _, _ = numpy_ops._attention_softmax(q, k, mask, causal, scale)
+    p, _, _ = numpy_layer_ops._attention_softmax(q, k, mask, causal, scale)
     dp = np.abs(dout) @ np.abs(np.swapaxes(v, -1, -2))
     ds = scale * p * (dp + (p * dp).sum(axis=-1, keepdims=True))
     magnitude = dict(out=p @ np.abs(v), lse=np.ones(q.shape[:3]),

@@ -187,3 +187,13 @@ class Sequential(TrainingMixin, Module):
         The format is a versioned, pickle-free ``.npz`` (see :mod:`fastnn.serialization`)."""
         from .serialization import save_model
         save_model(self, path, include_optimizer)
+
+    def export_onnx(self, path, input_shape=None, opset=17):
+        """Write the model in evaluation mode (Dropout the identity, BatchNorm1d's running
+        statistics) as an ONNX graph to ``path``, for onnxruntime and other servers; the
+        output is ``model(x)``'s (raw outputs, not ``predict``'s labels), of the model's
+        dtype, with a dynamic batch axis (and sequence axis).  Needs ``pip install
+        "fastnn[onnx]"``; see :mod:`fastnn.onnx_export` (``input_shape``: ``None`` for a
+        dynamic axis; ``opset`` 17 or later).  Returns the ``onnx.ModelProto``."""
+        from .onnx_export import export_onnx
+        return export_onnx(self, path, input_shape, opset)

@@ -229,7 +229,7 @@ def _leaky_relu(graph, x, params):
 @exports_activation("elu")
 def _elu(graph, x, params):
     alpha = params["alpha"]
-    if _exact_attribute(graph, alpha):
+    if graph.dtype == np.float32:           # (onnxruntime has no float64 Elu)
         return graph.node("Elu", [x], alpha=alpha)
     positive = graph.node("Greater", [x, graph.const(0.0)])
     expm1 = graph.node("Sub", [graph.node("Exp", [x]), graph.const(1.0)])
@@ -247,11 +247,20 @@ def _softplus(graph, x, params):
 
 @exports_activation("gelu")
 def _gelu(graph, x, params):
-    if graph.opset >= 20:
+    double = graph.dtype == np.float64
+    if graph.opset >= 20 and not double:
         return graph.node("Gelu", [x], approximate="none")
     # x * Phi(x) with Phi(x) = (1 + erf(x / sqrt 2)) / 2 (fastnn computes erfc(-x/sqrt 2)/2,
     # more precise in the far negative tail, where both are ~0)
-    erf = graph.node("Erf", [graph.node("Mul", [x, graph.const(1.0 / math.sqrt(2.0))])])
+    z = graph.node("Mul", [x, graph.const(1.0 / math.sqrt(2.0))])
+    if double:
+        # onnxruntime has no float64 Erf (nor Gelu): erf in float32, so a float64 model's
+        # GELU is exact to ~1e-7 relative, not to float64 rounding
+        to = graph.onnx.helper.np_dtype_to_tensor_dtype
+        z = graph.node("Cast", [z], to=to(np.dtype(np.float32)))
+        erf = graph.node("Cast", [graph.node("Erf", [z])], to=to(graph.dtype))
+    else:
+        erf = graph.node("Erf", [z])
     cdf = graph.node("Mul", [graph.node("Add", [erf, graph.const(1.0)]), graph.const(0.5)])
     return graph.node("Mul", [x, cdf])
 
@@ -331,11 +340,29 @@ def _affine(graph, module, xhat):
     return xhat
 
 
+def _normalised(graph, module, centred, var):
+    """``centred / sqrt(var + eps)``, scaled and shifted by the module's affine."""
+    std = graph.node("Sqrt", [graph.node("Add", [var, graph.const(module.eps)])])
+    return _affine(graph, module, graph.node("Div", [centred, std]))
+
+
+def _moments(graph, x, axes):
+    """``(x - mean, biased variance)`` over ``axes`` (kept)."""
+    centred = graph.node("Sub", [x, graph.reduce_mean(x, axes, True)])
+    return centred, graph.reduce_mean(graph.node("Mul", [centred, centred]), axes, True)
+
+
+def _param_or_fill(graph, module, attribute, n, fill):
+    return graph.tensor(module, attribute) if getattr(module, attribute) is not None \
+        else graph.const(np.full(n, fill))
+
+
 @exports(LayerNorm)
 def _layer_norm(graph, module, x):
-    n = module.normalized_shape
-    scale = graph.tensor(module, "weight") if module.weight is not None else graph.const(
-        np.ones(n))
+    if not _exact_attribute(graph, module.eps):
+        # a float64 model's eps (1e-5) is not a float32 attribute: the same formula
+        return _normalised(graph, module, *_moments(graph, x.name, [len(x.shape) - 1]))
+    scale = _param_or_fill(graph, module, "weight", module.normalized_shape, 1.0)
     bias = [graph.tensor(module, "bias")] if module.bias is not None else []
     return graph.node("LayerNormalization", [x.name, scale] + bias, axis=-1,
                       epsilon=module.eps)
@@ -347,19 +374,15 @@ def _batch_norm(graph, module, x):
     if not module.track_running_stats:
         # no running statistics: evaluation mode uses the batch's, per feature over every
         # other axis, as fastnn does
-        axes = list(range(rank - 1))
-        centred = graph.node("Sub", [x.name, graph.reduce_mean(x.name, axes, True)])
-        var = graph.reduce_mean(graph.node("Mul", [centred, centred]), axes, True)
-        std = graph.node("Sqrt", [graph.node("Add", [var, graph.const(module.eps)])])
-        return _affine(graph, module, graph.node("Div", [centred, std]))
+        return _normalised(graph, module, *_moments(graph, x.name, list(range(rank - 1))))
+    mean, var = graph.tensor(module, "running_mean"), graph.tensor(module, "running_var")
+    if not _exact_attribute(graph, module.eps):
+        # float64 eps: fastnn's formula, (x - running_mean) / sqrt(running_var + eps)
+        return _normalised(graph, module, graph.node("Sub", [x.name, mean]), var)
     # BatchNormalization normalises axis 1 (channels): fastnn's features are the last axis
     n = module.num_features
-    scale = graph.tensor(module, "weight") if module.weight is not None else graph.const(
-        np.ones(n))
-    bias = graph.tensor(module, "bias") if module.bias is not None else graph.const(
-        np.zeros(n))
-    inputs = [scale, bias, graph.tensor(module, "running_mean"),
-              graph.tensor(module, "running_var")]
+    inputs = [_param_or_fill(graph, module, "weight", n, 1.0), _param_or_fill(graph, module, "bias", n, 0.0),
+              mean, var]
     if rank == 2:
         return graph.node("BatchNormalization", [x.name] + inputs, epsilon=module.eps)
     to_channels = [0, rank - 1] + list(range(1, rank - 1))

@@ -3,7 +3,8 @@ hyperparameters, on digits and MNIST: test accuracy and fit time, printed as a M
 table.
 
     python benchmarks/sklearn_compare.py              # digits, MNIST (100,), MNIST (512, 256)
-    python benchmarks/sklearn_compare.py --quick      # digits and MNIST (100,), fewer repeats
+    python benchmarks/sklearn_compare.py --quick      # digits and MNIST (100,) only
+    python benchmarks/sklearn_compare.py --threads 1  # one thread each (a busy machine)
 
 Every (data set, estimator) runs in fresh Python processes (``--worker``), one after the
 other, so the contenders never share a thread pool or a CPU:
@@ -82,8 +83,12 @@ def _worker(contender, dataset, hidden, max_iter, repeats):
                       "iterations": iterations}))
 
 
-def _run_worker(contender, dataset, hidden, max_iter, repeats, cache_dir):
+def _run_worker(contender, dataset, hidden, max_iter, repeats, cache_dir, threads=None):
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+    if threads:     # fastnn's (Numba's) pool and every BLAS / OpenMP pool
+        for name in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                     "MKL_NUM_THREADS"):
+            env[name] = str(threads)
     if contender == "sklearn":
         # fastnn.load_mnist imports fastnn, whose thread defaults shorten OpenBLAS's
         # spin-wait (fastnn.threads): scikit-learn keeps its libraries' own defaults
@@ -120,6 +125,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="digits and MNIST (100,) only")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for both contenders (default: the libraries' own, "
+                             "all cores)")
     args = parser.parse_args(argv)
     configs = [c for c in CONFIGS if c[5] or not args.quick]
     load_before = os.getloadavg()
@@ -130,14 +138,17 @@ def main(argv=None):
             for contender in CONTENDERS:
                 print(f"{name} {hidden} {contender} ...", file=sys.stderr, flush=True)
                 results[contender] = _run_worker(contender, dataset, hidden, max_iter,
-                                                 repeats, cache)
+                                                 repeats, cache, args.threads)
             # a second new process that finds the kernels compiled by the first
-            cached = _run_worker("fastnn", dataset, hidden, max_iter, 0, cache)
+            cached = _run_worker("fastnn", dataset, hidden, max_iter, 0, cache,
+                                 args.threads)
         results["fastnn"]["cached"] = cached["fits"][0]
         rows.append((name, hidden, max_iter, results))
     load_after = os.getloadavg()
+    sys.stderr.flush()
 
-    print(f"\nCPU: {_cpu_name()}, {os.cpu_count()} logical CPUs; load average "
+    threads = f"{args.threads} thread(s) each" if args.threads else "default threads"
+    print(f"\nCPU: {_cpu_name()}, {os.cpu_count()} logical CPUs, {threads}; load average "
           f"{load_before[0]:.2f} before, {load_after[0]:.2f} after")
     print(_versions())
     print("\n| data set | hidden layers | epochs | estimator | test accuracy | fit, cold (s) "

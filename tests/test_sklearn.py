@@ -289,6 +289,13 @@ def test_warm_start():
     cold = FastMLPClassifier(max_iter=5, random_state=0).fit(X, y)
     cold.fit(X, y)
     assert len(cold.loss_curve_) == 5 and np.array_equal(cold.coefs_[0], first[0])
+    # as scikit-learn: the second fit starts from the weights with a new optimiser
+    params = dict(_COMMON, warm_start=True)
+    ours, theirs = FastMLPClassifier(dtype="float64", **params), MLPClassifier(**params)
+    ours.fit(X, y)
+    theirs.fit(X, y)
+    _assert_same_training(ours, theirs, X, y)
+    assert len(ours.loss_curve_) == 2 * _COMMON["max_iter"]
 
 
 def test_pickle_and_clone():

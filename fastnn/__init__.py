@@ -37,6 +37,7 @@ from .serialization import ModelFileError, load_model as load
 from .threads import get_num_threads, set_num_threads, thread_info
 from .training import History, TrainingDivergedError
 from .transformer import MultiHeadAttention, TransformerEncoderLayer
+from .warmup import warmup
 
 __version__ = "0.1.0"
 
@@ -62,4 +63,6 @@ __all__ = [
     # attention
     "MultiHeadAttention", "TransformerEncoderLayer", "scaled_dot_product_attention",
     "scaled_dot_product_attention_backward",
+    # compile the kernels ahead of time (fastnn warmup)
+    "warmup",
 ]

@@ -1,4 +1,5 @@
-"""Command line: ``fastnn train`` and ``fastnn bench`` (also ``python -m fastnn ...``)."""
+"""Command line: ``fastnn train``, ``fastnn bench`` and ``fastnn warmup`` (also
+``python -m fastnn ...``)."""
 import argparse
 import os
 import sys
@@ -236,7 +237,17 @@ def main(argv=None):
                                 "NumPy/BLAS (and PyTorch, JAX if installed)")
     from .bench import add_arguments as add_bench_arguments
     add_bench_arguments(bench)
+    warm = commands.add_parser("warmup", help="compile the kernels of typical models for this "
+                               "CPU once, e.g. in a Docker image or CI (fastnn.warmup)")
+    warm.add_argument("--dtype", action="append", choices=["float32", "float64"],
+                      help="repeatable (--dtype float32 --dtype float64); default float32")
+    warm.add_argument("--all", action="store_true",
+                      help="also attention, transformer and embedding layers")
     args = parser.parse_args(argv)
+    if args.command == "warmup":
+        from .warmup import warmup
+        warmup(dtypes=args.dtype or ["float32"], models="all" if args.all else ["mlp"])
+        return 0
     if args.command == "train":
         from . import BackendUnavailableError, DatasetNotFoundError
         try:

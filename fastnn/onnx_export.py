@@ -492,7 +492,6 @@ def _mean_pool(graph, module, x):
 
 @exports(FirstToken, sequence=True)
 def _first_token(graph, module, x):
-    module.output_shape(x.shape)
     return graph.node("Gather", [x.name, graph.const(0, np.int64)], axis=1)
 
 
@@ -580,9 +579,13 @@ def to_onnx(model, input_shape=None, opset=DEFAULT_OPSET):
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"ONNX export needs a float32 or float64 model, got {dtype}")
     shape = tuple(_default_input_shape(model) if input_shape is None else input_shape)
-    if not shape or any(n is not None and (int(n) != n or n < 1) for n in shape):
-        raise ValueError(f"input_shape must be a tuple of positive ints or None, got "
-                         f"{input_shape!r}")
+    if not shape or any(n is not None and (not isinstance(n, (int, np.integer))
+                                           or isinstance(n, bool) or n < 1) for n in shape):
+        raise ValueError(f"input_shape must be a tuple of positive ints or None (a dynamic "
+                         f"axis), got {input_shape!r}")
+    if model.input_kind != "indices" and model.n_features and shape[-1] != model.n_features:
+        raise ValueError(f"input_shape {shape} ends in {shape[-1]}, the model takes "
+                         f"{model.n_features} features")
     names = {i: ("batch", "seq")[i] if i < 2 else f"dim{i}" for i in range(len(shape))}
     graph = OnnxGraph(onnx, model, dtype, opset)
     x = Value(graph.fresh("input"), shape)

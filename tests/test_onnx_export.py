@@ -359,6 +359,10 @@ def test_bad_arguments(tmp_path):
         attention.export_onnx(tmp_path / "m.onnx", opset=13)
     with pytest.raises(ValueError, match="input_shape"):
         attention.export_onnx(tmp_path / "m.onnx", input_shape=(None, 0, 8))
+    with pytest.raises(ValueError, match="positive ints or None"):
+        attention.export_onnx(tmp_path / "m.onnx", input_shape=("batch", None, 8))
+    with pytest.raises(ValueError, match="the model takes 8 features"):
+        attention.export_onnx(tmp_path / "m.onnx", input_shape=(None, None, 5))
     with pytest.raises(ValueError, match="input width"):
         fnn.Sequential(fnn.ReLU()).export_onnx(tmp_path / "m.onnx")
 

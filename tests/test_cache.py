@@ -64,10 +64,10 @@ def make_package(root):
     return package
 
 
-def run(root, cache_dir=None, cpu=None, before="", **env_extra):
+def run(root, cache_dir=None, cpu=None, before="", prefix=(), **env_extra):
     """Call the probe kernel in a fresh interpreter: ``{"value", "hits", "misses",
     "path"}``.  ``cache_dir``: NUMBA_CACHE_DIR (None: Numba chooses); ``cpu``: compile
-    for this CPU with its own features."""
+    for this CPU with its own features; ``prefix``: a command that runs the interpreter."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("NUMBA_CACHE_DIR", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES")}
     if cache_dir is not None:
@@ -76,7 +76,7 @@ def run(root, cache_dir=None, cpu=None, before="", **env_extra):
         env.update(NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES="")
     env.update(env_extra)
     code = RUN.format(root=str(root), before=textwrap.dedent(before))
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+    out = subprocess.run([*prefix, sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -161,13 +161,13 @@ def test_another_numba_version_never_loads_this_versions_code(tmp_path):
     assert (other["value"], other["misses"], other["hits"]) == (4.0, 1, 0)
 
 
-def _user_cache_run(tmp_path, package):
+def _user_cache_run(tmp_path, package, prefix=()):
     """Run twice with no NUMBA_CACHE_DIR and a private XDG_CACHE_HOME: the code goes to
     the user cache directory (``$XDG_CACHE_HOME/numba``), nothing into the package, and
     the second run loads it."""
     xdg = tmp_path / "xdg"
-    first = run(tmp_path, XDG_CACHE_HOME=str(xdg))
-    second = run(tmp_path, XDG_CACHE_HOME=str(xdg))
+    first = run(tmp_path, XDG_CACHE_HOME=str(xdg), prefix=prefix)
+    second = run(tmp_path, XDG_CACHE_HOME=str(xdg), prefix=prefix)
     assert (first["misses"], second["hits"]) == (1, 1)
     assert Path(first["path"]).is_relative_to(xdg / "numba")
     assert list((xdg / "numba").rglob("*.nbi")) and list((xdg / "numba").rglob("*.nbc"))
@@ -183,22 +183,39 @@ def test_an_unwritable_package_folder_caches_in_the_user_cache_dir(tmp_path):
     _user_cache_run(tmp_path, package)
 
 
+#: Runs a command as root without the capability that lets root write anywhere, so
+#: that file permissions hold for it (util-linux's setpriv).
+WITHOUT_DAC_OVERRIDE = ("setpriv", "--bounding-set=-dac_override,-dac_read_search")
+
+
+def _permission_enforcing_prefix(read_only_dir):
+    """A command prefix under which ``read_only_dir`` cannot be written: none for a
+    normal user, setpriv without CAP_DAC_OVERRIDE for root; None if there is none."""
+    probe = [sys.executable, "-c", f"open({str(read_only_dir / 'probe-write')!r}, 'w')"]
+    for prefix in ((), WITHOUT_DAC_OVERRIDE):
+        if prefix and not shutil.which(prefix[0]):
+            continue
+        if subprocess.run([*prefix, *probe], capture_output=True).returncode != 0:
+            return prefix
+        (read_only_dir / "probe-write").unlink(missing_ok=True)
+    return None
+
+
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
 def test_a_read_only_install_caches_in_the_user_cache_dir(tmp_path):
-    """A package installed read-only (e.g. a system site-packages): the same fallback."""
+    """A package installed read-only (e.g. a system site-packages, or a user without
+    write access): the same fallback.  As root, run without CAP_DAC_OVERRIDE."""
     package = make_package(tmp_path)
     paths = [package, *package.iterdir()]
     for path in paths:
         path.chmod(0o555 if path.is_dir() else 0o444)
     try:
-        try:
-            (package / "probe-write").touch()
-        except PermissionError:
-            pass
-        else:
-            pytest.skip("permissions are not enforced (root with CAP_DAC_OVERRIDE); the "
-                        "unwritable-folder case is tested with a blocking file instead")
-        _user_cache_run(tmp_path, package)
+        prefix = _permission_enforcing_prefix(package)
+        if prefix is None:
+            pytest.skip("permissions are not enforced (root with CAP_DAC_OVERRIDE, no "
+                        "setpriv); the unwritable-folder case is tested with a blocking "
+                        "file instead")
+        _user_cache_run(tmp_path, package, prefix)
     finally:
         for path in paths:
             path.chmod(0o755 if path.is_dir() else 0o644)

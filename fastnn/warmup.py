@@ -9,6 +9,13 @@ instead of compiling for half a minute.  The warm-up fills that cache ahead of t
 run it in a Docker image's build (``RUN fastnn warmup``) or once in a CI job before
 the tests, on the machine (CPU) that will train.
 
+What the cache needs to be used later (measured with Numba 0.68): the same CPU name and
+features (code for another CPU is never loaded: it compiles again), the same installed
+kernel files (fastnn stamps the cache with their modification times and sizes, so a
+reinstall compiles again), and a cache directory *writable* by the user who trains:
+Numba does not load from a directory it cannot write to (it falls back to the user's
+cache directory and compiles there).
+
 It lists no kernels: it trains tiny models through the public API -- ``fit`` with
 validation data and a metric, ``evaluate``, ``predict`` -- so it compiles exactly what
 models of those kinds compile, and cannot drift from them.  A second run finds every

@@ -38,7 +38,8 @@ from .dropout import Dropout
 from .layers import Activation, Linear
 from .model import Sequential
 from .norm import BatchNorm1d, LayerNorm
-from .onnx_activations import ACTIVATIONS, _exact_attribute, exports_activation  # noqa: F401
+from .onnx_activations import (  # noqa: F401  (re-exported: register yours here too)
+    ACTIVATIONS, _exact_attribute, exports_activation)
 from .sequence import (Embedding, FirstToken, MeanPool, PositionalEmbedding, Residual,
                        SinusoidalPositionalEncoding, _pool_axis, sinusoid_table)
 from .transformer import MultiHeadAttention, TransformerEncoderLayer

@@ -151,7 +151,8 @@ def _affine_rows(x, center, scale, beta, y, r0, r1):
 def _affine(x, center, scale, beta, y):
     n_rows, n_cols = x.shape
     if x.size * 2 * x.itemsize <= SERIAL_MAX_BYTES:
-        _affine_rows(x, center, scale, beta, y, 0, n_rows)
+        # np.int64(0), not 0: a literal would compile the rows function a second time
+        _affine_rows(x, center, scale, beta, y, np.int64(0), n_rows)
     else:
         step = _rows_per_task(n_cols)
         for task in prange((n_rows + step - 1) // step):
@@ -321,7 +322,7 @@ def _batch_norm_dx_rows(dy, x, mean, a, mdy, c, dx, r0, r1):
 def _batch_norm_dx(dy, x, mean, a, mdy, c, dx):
     n_rows, n_cols = x.shape
     if x.size * 3 * x.itemsize <= SERIAL_MAX_BYTES:
-        _batch_norm_dx_rows(dy, x, mean, a, mdy, c, dx, 0, n_rows)
+        _batch_norm_dx_rows(dy, x, mean, a, mdy, c, dx, np.int64(0), n_rows)
     else:
         step = _rows_per_task(n_cols)
         for task in prange((n_rows + step - 1) // step):

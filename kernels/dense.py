@@ -72,7 +72,8 @@ def act_bias_grad(dy, y, dz, db, act, p0, p1, accumulate):
         n_tasks = 1
     partial = np.zeros((n_tasks, n_cols), dy.dtype)
     if n_tasks == 1:
-        _grad_rows(dy, y, dz, partial[0], act, p0, p1, 0, n_rows)
+        # np.int64(0), not 0: a literal would compile every rows function a second time
+        _grad_rows(dy, y, dz, partial[0], act, p0, p1, np.int64(0), n_rows)
     else:
         for task in prange(n_tasks):
             r0 = task * _ROW_BLOCK

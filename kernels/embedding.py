@@ -68,7 +68,7 @@ def embedding_forward(weight, indices, out):
     """
     n_rows, width = out.shape
     if out.size * 2 * out.itemsize <= SERIAL_MAX_BYTES:
-        _gather_rows(weight, indices, out, 0, n_rows)
+        _gather_rows(weight, indices, out, np.int64(0), n_rows)   # not a literal: one compile
     else:
         step = _rows_per_task(width)
         for task in prange((n_rows + step - 1) // step):

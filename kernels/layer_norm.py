@@ -67,7 +67,7 @@ def layer_norm_forward(x, gamma, beta, eps, y, mean, rstd):
     n_rows, n_cols = x.shape
     e = x.dtype.type(eps)
     if x.size * 2 * x.itemsize <= SERIAL_MAX_BYTES:
-        _layer_norm_forward_rows(x, gamma, beta, e, y, mean, rstd, 0, n_rows)
+        _layer_norm_forward_rows(x, gamma, beta, e, y, mean, rstd, np.int64(0), n_rows)
     else:
         step = _rows_per_task(n_cols)
         for task in prange((n_rows + step - 1) // step):

@@ -682,7 +682,8 @@ class FastMLPClassifier(ClassifierMixin, _BaseFastMLP):
 
 class FastMLPRegressor(RegressorMixin, _BaseFastMLP):
     """Multi-layer perceptron regressor trained by fastnn, a drop-in replacement for
-    scikit-learn's ``MLPRegressor`` (solvers "adam" and "sgd"; squared error).
+    scikit-learn's ``MLPRegressor`` (solvers "adam" and "sgd"; ``loss="squared_error"``,
+    its default, the only loss: "poisson" raises a ValueError).
 
     Targets of shape (n_samples,) or (n_samples, n_outputs); the loss is scikit-learn's
     half squared error, ``0.5 * mean((y - prediction) ** 2)``, with its gradient.
@@ -693,6 +694,33 @@ class FastMLPRegressor(RegressorMixin, _BaseFastMLP):
     >>> reg = FastMLPRegressor(hidden_layer_sizes=(64, 64), random_state=0).fit(X, y)
     >>> reg.predict(X_test), reg.score(X_test, y_test)
     """
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
+                 dtype="float32", backend="numba"):
+        # scikit-learn's MLPRegressor takes ``loss`` first (since 1.7); the parameters
+        # keep its order
+        self.loss = loss
+        super().__init__(
+            hidden_layer_sizes, activation, solver=solver, alpha=alpha,
+            batch_size=batch_size, learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
+            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
+            warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping, validation_fraction=validation_fraction,
+            beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
+            dtype=dtype, backend=backend)
+
+    def _check_params(self):
+        if self.loss == "poisson":
+            raise ValueError("loss='poisson' is not available in fastnn.sklearn; use "
+                             "loss='squared_error' or scikit-learn's MLPRegressor")
+        _choice(self.loss, "loss", ("squared_error",))
+        super()._check_params()
 
     def _loss_name(self):
         return "mse"

@@ -347,6 +347,23 @@ def test_invalid_parameters(params, error, match):
         FastMLPClassifier(**params).fit(X, y)
 
 
+def test_parameters_in_sklearns_order():
+    """scikit-learn's parameters, names, order and defaults (MLPRegressor takes
+    ``loss`` first), but L-BFGS's max_fun; then dtype and backend.  "poisson" is not
+    available."""
+    import inspect
+    for ours, theirs in ((FastMLPClassifier, MLPClassifier), (FastMLPRegressor, MLPRegressor)):
+        mine = inspect.signature(ours).parameters
+        other = {k: p for k, p in inspect.signature(theirs).parameters.items()
+                 if k != "max_fun"}
+        assert list(mine) == [*other, "dtype", "backend"]
+        assert all(mine[k].default == p.default and mine[k].kind == p.kind
+                   for k, p in other.items())
+    X, y = make_regression(50, 4, random_state=0)
+    with pytest.raises(ValueError, match="poisson"):
+        FastMLPRegressor(loss="poisson").fit(X, y)
+
+
 def test_numpy_backend_gives_the_same_network():
     X, y = _digits()
     params = dict(_COMMON, dtype="float64")

@@ -29,10 +29,15 @@ come from fastnn's generator, so a shuffled run is not scikit-learn's sample for
 scikit-learn is an optional dependency: ``pip install fastnn[sklearn]``.
 """
 try:
-    import sklearn  # noqa: F401  (absolute import: this module is fastnn.sklearn)
+    import sklearn  # (absolute import: this module is fastnn.sklearn)
 except ImportError as err:      # pragma: no cover - exercised without scikit-learn
     raise ImportError("fastnn.sklearn needs scikit-learn, an optional dependency of "
                       "fastnn: pip install fastnn[sklearn]") from err
+if tuple(int(part) for part in sklearn.__version__.split(".")[:2]) < (1, 6):
+    # validate_data and __sklearn_tags__ are scikit-learn 1.6's
+    raise ImportError(f"fastnn.sklearn needs scikit-learn >= 1.6, found "
+                      f"{sklearn.__version__}: pip install -U 'fastnn[sklearn]' "
+                      "'scikit-learn>=1.6'")
 
 import math
 import warnings

@@ -18,7 +18,8 @@ import time
 from numba.core import event as numba_event
 
 #: What fit prints when Numba starts compiling a kernel (by backend name; others: "cpu").
-COMPILING = {"cpu": "compiling kernels for this CPU (first run, cached afterwards)...",
+COMPILING = {"cpu": "compiling kernels for this CPU (first run, cached afterwards; "
+                    "`fastnn warmup` does it ahead of time)...",
              "cuda": "compiling the CUDA kernels (first use in this process)..."}
 
 

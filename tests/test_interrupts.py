@@ -117,8 +117,12 @@ def interrupt_child(tmp_path, code, delay, *args):
     """Run ``code`` in a child, SIGINT it ``delay`` s after its marker; (stdout, stderr)."""
     script = tmp_path / "child.py"
     script.write_text(textwrap.dedent(code))
+    # The child gets SIGINT's default disposition back: a test run started in the
+    # background by a non-interactive shell (or a CI runner) ignores SIGINT, children
+    # inherit that, and Python then installs no KeyboardInterrupt handler at all.
     child = subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+                             stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         marker = child.stdout.readline()
         assert marker.strip() == "TRAINING", (marker, child.stderr.read())

@@ -90,6 +90,15 @@ def test_local_cluster_matches_and_loads_once_per_worker(client, model, model_pa
     assert sum(after.values()) - sum(before.values()) >= 2
 
 
+def test_num_threads_one_gives_the_same_and_restores(model, x):
+    before = fnn.get_num_threads()
+    result = fdist.predict_dask(model, da.from_array(x, chunks=333), num_threads=1)
+    np.testing.assert_array_equal(result.compute(scheduler="sync"), model.predict(x))
+    assert fnn.get_num_threads() == before
+    with pytest.raises(ValueError, match="num_threads"):
+        fdist.predict_dask(model, da.from_array(x, chunks=333), num_threads=0)
+
+
 def test_one_dimensional_input_raises_before_computing(model):
     with pytest.raises(ValueError, match="2-D"):
         fdist.predict_dask(model, da.zeros(20, chunks=5, dtype=np.float32))

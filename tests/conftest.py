@@ -7,6 +7,7 @@ from hypothesis import settings
 
 import fastnn as fnn
 from fastnn.backends import numpy_ops
+from gradcheck import central_differences
 
 # Property tests explore new random examples on every local run; under CI (CI=1, as
 # .ci/run and most CI services set) they replay a fixed sequence, so a landing never
@@ -52,15 +53,5 @@ def assert_close(actual, expected, dtype, rtol32=2e-5, rtol64=1e-12, atol_scale=
 
 def numerical_gradient(f, x, eps=1e-6):
     """Central finite differences of the scalar function ``f`` with respect to ``x``
-    (float64), perturbing ``x`` in place and restoring it."""
-    grad = np.empty_like(x)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        orig = flat[i]
-        flat[i] = orig + eps
-        plus = f()
-        flat[i] = orig - eps
-        minus = f()
-        flat[i] = orig
-        gflat[i] = (plus - minus) / (2 * eps)
-    return grad
+    (float64), perturbing ``x`` in place and restoring it (:mod:`gradcheck`'s)."""
+    return central_differences(f, x, eps)

@@ -85,30 +85,19 @@ def test_weighted_loss_kernel_matches_reference(loss, shape, dtype, rng, numba_o
     assert_close(grad, ref_grad, dtype, atol_scale=1 / shape[0])   # rows scaled by ~1/batch
 
 
+@pytest.mark.parametrize("weighted", [False, True], ids=["mean", "weighted"])
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
 @pytest.mark.parametrize("loss", LOSSES)
-def test_weighted_loss_gradient_matches_finite_differences(loss, backend, rng):
+def test_loss_gradient_matches_finite_differences(loss, backend, weighted, rng):
+    """Each loss and its class/sample-weighted twin against central differences."""
     be = fnn.get_backend(backend)
     z = random(rng, (5, 4), np.float64, scale=2.0)
     t = make_targets(loss, (5, 4), np.float64, rng)
-    extra = weighted_args(loss, (5, 4), np.float64, rng)
-    kernel = getattr(be, f"{loss}_weighted")
+    extra = weighted_args(loss, (5, 4), np.float64, rng) if weighted else ()
+    kernel = getattr(be, f"{loss}_weighted" if weighted else loss)
     grad = np.empty_like(z)
     kernel(z, t, *extra, grad)
     numeric = numerical_gradient(lambda: kernel(z, t, *extra, np.empty_like(z)), z)
-    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
-
-
-@pytest.mark.parametrize("backend", ["numba", "numpy"])
-@pytest.mark.parametrize("loss", LOSSES)
-def test_loss_gradient_matches_finite_differences(loss, backend, rng):
-    be = fnn.get_backend(backend)
-    z = random(rng, (5, 4), np.float64, scale=2.0)
-    t = make_targets(loss, (5, 4), np.float64, rng)
-    kernel = getattr(be, loss)
-    grad = np.empty_like(z)
-    kernel(z, t, grad)
-    numeric = numerical_gradient(lambda: kernel(z, t, np.empty_like(z)), z)
     np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
 
 
